@@ -1,0 +1,101 @@
+"""The model repository: ``models/<name>/config.json`` keeps preprocessing values next to the weights.
+
+A model is named either by a repository entry (``clipserve-demo``), or ``ARCH:PRETRAINED`` as in
+open_clip (``ViT-B-32:openai``), or ``ARCH:/path/to/checkpoint``, or a Hugging Face ``CLIPModel``
+directory. ``resolve_model`` turns each into a ``ModelConfig``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.errors import NotFound
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+CONFIG_FILE = "config.json"
+
+
+class OnnxFiles(BaseModel):
+    """Exported ONNX towers, relative to the model folder."""
+
+    image: str = "onnx/image.onnx"
+    text: str = "onnx/text.onnx"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+
+
+class ModelConfig(BaseModel):
+    """One model's config: architecture, weights source and the preprocessing that goes with them."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str = Field(description="The id clients use.")
+    architecture: str = Field(description="open_clip architecture name (e.g. ViT-B-32).")
+    arch_config: str | None = Field(
+        None, description="A custom open_clip architecture JSON, relative to the model folder."
+    )
+    weights: str | None = Field(
+        None,
+        description="open_clip pretrained tag, or a checkpoint path (relative to the folder), "
+        "or 'hf:<dir>' for a Hugging Face CLIPModel directory; None = random init (seeded).",
+    )
+    image_size: int = 224
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+    resize_mode: Literal["shortest"] = "shortest"
+    context_length: int = 77
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    backend: Literal["torch", "onnx", "fake"] = "torch"
+    embed_dim: int | None = Field(None, description="Embedding size (required for ONNX serving).")
+    logit_scale: float | None = Field(None, description="exp(logit_scale) of the model (ONNX serving).")
+    onnx: OnnxFiles | None = None
+    seed: int = Field(0, description="Seed for random-init weights (tests and benchmarks).")
+    path: Path | None = Field(None, description="The model folder (set when read from the repository).")
+
+    def resolve(self, relative: str) -> Path:
+        """A path relative to the model folder (absolute paths pass through)."""
+        p = Path(relative)
+        if p.is_absolute() or self.path is None:
+            return p
+        return self.path / p
+
+
+def read_config(folder: Path) -> ModelConfig:
+    """Read ``folder/config.json`` into a ModelConfig."""
+    data = json.loads((folder / CONFIG_FILE).read_text())
+    data["path"] = folder
+    return ModelConfig.model_validate(data)
+
+
+def write_config(config: ModelConfig, folder: Path) -> Path:
+    """Write a ModelConfig to ``folder/config.json`` (the folder path itself is not stored)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / CONFIG_FILE
+    out.write_text(config.model_dump_json(indent=2, exclude={"path"}, exclude_none=True) + "\n")
+    return out
+
+
+def resolve_model(name: str, model_dir: Path) -> ModelConfig:
+    """Turn a model name into a ModelConfig.
+
+    Order: a model repository entry ``model_dir/<name>``; a Hugging Face CLIPModel directory;
+    ``ARCH:PRETRAINED`` or ``ARCH:/path`` (open_clip); a bare open_clip ARCH (random weights).
+    Raises NotFound when nothing matches.
+    """
+    entry = model_dir / name
+    if (entry / CONFIG_FILE).is_file():
+        return read_config(entry)
+    local = Path(name)
+    if (local / CONFIG_FILE).is_file() and (local / "preprocessor_config.json").exists():
+        return ModelConfig(name=local.name, architecture="hf", weights=f"hf:{local.resolve()}")
+    if (local / CONFIG_FILE).is_file():
+        return read_config(local)
+    arch, _, weights = name.partition(":")
+    if not arch:
+        raise NotFound(f"unknown model {name!r}")
+    return ModelConfig(name=name, architecture=arch, weights=weights or None)

@@ -1,0 +1,84 @@
+"""Settings: one pydantic-settings class, read from the environment (prefix ``CLIPSERVE_``).
+
+Every CLI flag of ``clipserve serve`` is also an environment variable. Settings are built once
+(``Settings()``) and injected into ``create_app``; nothing reads a global.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = "clipserve-demo"
+
+
+def _default_model_dir() -> Path:
+    return REPO_MODELS_DIR if REPO_MODELS_DIR.is_dir() else Path("models")
+
+
+class Settings(BaseSettings):
+    """Server configuration. Each field is also ``CLIPSERVE_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIPSERVE_", extra="ignore", protected_namespaces=())
+
+    # Network
+    host: str = Field("127.0.0.1", description="REST bind address.")
+    port: int = Field(8000, description="REST port.")
+    grpc_port: int = Field(50051, description="gRPC port; 0 turns gRPC off.")
+
+    # Models
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="Model(s) to serve, comma-separated: a model repository entry or ARCH:PRETRAINED.",
+    )
+    model_dir: Path = Field(default_factory=_default_model_dir, description="The model repository.")
+    backend: Literal["torch", "onnx"] | None = Field(None, description="Override each model's backend.")
+    device: str = Field("cpu", description="cpu, cuda or cuda:N.")
+    precision: Literal["fp32", "fp16", "bf16"] | None = Field(None, description="Override precision (GPU).")
+    workers_per_model: int = Field(1, ge=1, description="Worker instances per model (one per GPU, say).")
+    inference_threads: int = Field(0, ge=0, description="Threads per model compute (0: the runtime's default).")
+    onnx_providers: str = Field(
+        "", description="Comma-separated ONNX Runtime providers in order of preference (empty: best available)."
+    )
+    warmup: bool = Field(True, description="Warm each model up before reporting ready.")
+    cache_dir: Path | None = Field(None, description="Where downloaded weights are cached.")
+
+    # Batching
+    max_batch_size: int = Field(32, ge=1, description="Largest batch the batcher forms.")
+    max_delay_ms: float = Field(5.0, ge=0, description="Longest wait for a batch to fill after its first item.")
+    queue_size: int = Field(1024, ge=1, description="Items that may wait per model and modality; past it: 429.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Per-request deadline; past it: 504.")
+    preprocess_threads: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1), ge=1,
+        description="Threads that decode and preprocess images.",
+    )
+
+    # Limits
+    max_items_per_request: int = Field(256, ge=1, description="Inputs per request.")
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Request body size.")
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Encoded size of one image.")
+    max_image_pixels: int = Field(50_000_000, ge=1, description="Pixels of one image (decompression bombs).")
+    max_text_chars: int = Field(2000, ge=1, description="Characters of one text.")
+    max_labels: int = Field(2000, ge=1, description="Labels per classify request.")
+    class_cache_size: int = Field(64, ge=0, description="Zero-shot class-embedding matrices kept (LRU).")
+    jpeg_draft: bool = Field(False, description="Decode large JPEGs at reduced scale (faster, slightly different).")
+
+    # gRPC
+    grpc_max_message_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Largest gRPC message.")
+    grpc_tls_cert: Path | None = Field(None, description="PEM certificate; with the key, turns TLS on.")
+    grpc_tls_key: Path | None = Field(None, description="PEM private key.")
+    api_key: str | None = Field(None, description="When set, gRPC calls need metadata x-api-key (REST: header).")
+
+    # Operations
+    drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, longest wait for in-flight work.")
+    log_json: bool = Field(False, description="Structured JSON logs.")
+    log_level: str = Field("INFO", description="Log level.")
+
+    def model_names(self) -> list[str]:
+        """The configured model names, in order; the first is the default."""
+        return [m.strip() for m in self.model.split(",") if m.strip()]

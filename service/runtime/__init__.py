@@ -1,0 +1,1 @@
+"""Runtime backends: one file each (torch, onnx, fake) behind the small ``Backend`` protocol."""

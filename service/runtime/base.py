@@ -1,0 +1,57 @@
+"""The interface every runtime backend implements, and what it reports about its model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``GET /models`` shows about one served model."""
+
+    name: str
+    dimension: int
+    image_size: int
+    context_length: int
+    logit_scale: float  # exp(logit_scale): multiplies cosine similarity into logits
+    backend: str  # "torch" | "onnx" | "fake"
+    precision: str  # "fp32" | "fp16" | "bf16" | "int8"
+    device: str = "cpu"
+    providers: tuple[str, ...] = ()  # ONNX Runtime execution providers actually in use
+    fingerprint: str = ""  # hash of weights + preprocessing settings
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded model that turns preprocessed batches into L2-normalised float32 embeddings.
+
+    Implementations are synchronous and called from a worker thread, one batch at a time per
+    instance. They must be deterministic: the same input gives the same output.
+    """
+
+    info: ModelInfo
+
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) float32 normalised pixels -> (N, D) float32, L2-normalised rows."""
+        ...
+
+    def encode_texts(self, tokens: np.ndarray) -> np.ndarray:
+        """(N, L) int64 token ids (L <= context_length, zero-padded) -> (N, D) float32, L2-normalised.
+
+        L may be shorter than the context length: CLIP's causal mask makes running only as many
+        positions as the longest text needs exact.
+        """
+        ...
+
+    def warmup(self, batch_sizes: Sequence[int]) -> None:
+        """Run each modality once at each batch size so the first requests are not slow."""
+        ...
+
+    def close(self) -> None:
+        """Release resources (sessions, GPU memory)."""
+        ...
