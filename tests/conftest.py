@@ -1,16 +1,8 @@
-"""Shared test helpers: where ../shared lives, and the GPU marker's skip."""
+"""Pytest hooks shared by every test: the GPU marker's skip."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CLIPSERVE_SHARED", REPO.parent / "shared"))
-PHOTOS = SHARED / "datasets" / "photos"
-CIFAR10 = SHARED / "datasets" / "cifar10"
 
 
 def _has_cuda() -> bool:
@@ -31,16 +23,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "gpu" in item.keywords:
             item.add_marker(skip)
 
-
-def require_photos() -> list[Path]:
-    """The shared real photos, or skip with a clear message."""
-    if not PHOTOS.is_dir():
-        pytest.skip(f"shared photos not found at {PHOTOS} (set CLIPSERVE_SHARED)")
-    return sorted(PHOTOS.glob("*.JPEG"))
-
-
-def require_cifar10() -> Path:
-    """The shared CIFAR-10 tar folder, or skip with a clear message."""
-    if not (CIFAR10 / "test.tar").is_file():
-        pytest.skip(f"shared CIFAR-10 not found at {CIFAR10} (set CLIPSERVE_SHARED)")
-    return CIFAR10
