@@ -1,38 +1,57 @@
-"""Dynamic batcher (interface; implementation in progress).
+"""Dynamic batcher: groups the items of concurrent requests into batches for the model workers.
 
 One ``Batcher`` per model and modality. Requests ``submit`` their items (already preprocessed
-payloads: pixel arrays or token lists); worker loops take up to ``max_batch_size`` items, waiting
-at most ``max_delay_ms`` after the first, and run a compute function in a thread.
+payloads: pixel arrays or token lists) onto one bounded queue. A forming task takes up to
+``max_batch_size`` items, waiting at most ``max_delay_ms`` after the first, and hands the batch to
+an idle worker; each worker runs its compute function in a thread of its own, so the event loop
+stays free. While workers compute, the next batches form (one formed batch ahead per worker).
+
+Every accepted request ends with rows or an error: expired deadlines, cancelled clients, crashed
+batches (retried request by request, so one bad item fails only its own request) and shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from service.batching.request import Item, Request, ThroughputMeter, check_rows, client_error
+from service.errors import DeadlineExceeded, LimitExceeded, Overloaded, Unavailable
 from service.metrics import Metrics
 
 P = TypeVar("P")
 ComputeFn = Callable[[list[Any]], np.ndarray]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class BatcherConfig:
-    """Batcher knobs (Triton's names): batch size, queue delay, queue size."""
+    """Batcher knobs (Triton's names): batch size, queue delay, queue size (in items)."""
 
     max_batch_size: int = 32
     max_delay_ms: float = 5.0
     queue_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.queue_size < 1 or self.max_delay_ms < 0:
+            raise ValueError(f"invalid batcher config: {self}")
 
 
 class Batcher(Generic[P]):
     """Groups items into batches and runs them on one or more workers.
 
     ``workers`` are compute functions, one per worker instance (e.g. one per GPU); each takes a
-    list of payloads and returns an (N, D) array, row i for payload i.
+    list of payloads and returns an (N, D) array, row i for payload i. Each runs in its own
+    single-thread executor, so a compute function is never called concurrently with itself.
     """
 
     def __init__(
@@ -43,26 +62,269 @@ class Batcher(Generic[P]):
         config: BatcherConfig,
         metrics: Metrics | None = None,
     ) -> None:
-        raise NotImplementedError
+        if not workers:
+            raise ValueError("a Batcher needs at least one worker")
+        self.model, self.modality = model, modality
+        self._workers = list(workers)
+        self._config = config
+        self._queue: deque[Item] = deque()
+        self._arrived = asyncio.Event()  # set when items are queued
+        self._formed: asyncio.Queue[list[Item]] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(len(self._workers))  # formed-ahead batches allowed
+        self._pending: set[Request] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executors: list[ThreadPoolExecutor] = []
+        self._throughput = ThroughputMeter()
+        self._state = "new"  # new -> running -> closing -> stopped
+        m = metrics or Metrics()
+        labels = {"model": model, "modality": modality}
+        self._m_wait = m.queue_wait.labels(**labels)
+        self._m_inference = m.inference.labels(**labels)
+        self._m_batch = m.batch_size.labels(**labels)
+        self._m_depth = m.queue_depth.labels(**labels)
+        self._m_items = m.items.labels(**labels)
+        self._m_errors = m.batch_errors.labels(**labels)
+        self._m_dropped = {r: m.dropped_items.labels(reason=r, **labels) for r in ("expired", "cancelled")}
 
     async def start(self) -> None:
-        """Start one consumer task per worker."""
-        raise NotImplementedError
+        """Start the batch-forming task and one consumer task per worker."""
+        if self._state != "new":
+            raise RuntimeError(f"batcher {self.model}/{self.modality} was already started")
+        name = f"{self.model}-{self.modality}"
+        self._executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"clipserve-{name}-{i}")
+            for i in range(len(self._workers))
+        ]
+        self._tasks = [asyncio.create_task(self._form_loop(), name=f"batcher-{name}-form")]
+        self._tasks += [
+            asyncio.create_task(self._work_loop(fn, ex), name=f"batcher-{name}-worker-{i}")
+            for i, (fn, ex) in enumerate(zip(self._workers, self._executors, strict=True))
+        ]
+        self._state = "running"
 
     async def submit(self, payloads: Sequence[P], deadline: float | None = None) -> np.ndarray:
-        """Queue one request's items; return their result rows in input order.
+        """Queue one request's items; return their result rows (N, D) in input order.
 
-        Raises Overloaded when the queue cannot take them all, DeadlineExceeded when ``deadline``
-        (a ``time.monotonic()`` value) passes first, InvalidInput/InferenceError when compute fails.
-        Cancelling the awaiting task drops the request's items that have not been computed yet.
+        Raises Overloaded when the queue cannot take them all (nothing is queued then),
+        LimitExceeded when the request alone is larger than the queue, DeadlineExceeded when
+        ``deadline`` (a ``time.monotonic()`` value) passes first, Unavailable when not started or
+        shutting down, and InvalidInput/InferenceError when compute fails. Cancelling the awaiting
+        task drops the request's items that have not been computed yet.
         """
-        raise NotImplementedError
+        self._admit(len(payloads))
+        if not payloads:
+            return np.zeros((0, 0), dtype=np.float32)
+        now = time.monotonic()
+        if deadline is not None and deadline <= now:
+            raise DeadlineExceeded("request timed out before it was queued (deadline already passed)")
+        request = Request(len(payloads), asyncio.get_running_loop().create_future(), deadline, now)
+        self._pending.add(request)
+        request.future.add_done_callback(lambda _: self._pending.discard(request))
+        self._queue.extend(Item(request, i, p) for i, p in enumerate(payloads))
+        self._m_depth.set(len(self._queue))
+        self._arrived.set()
+        return await self._wait(request)
 
     @property
     def depth(self) -> int:
-        """Items waiting now."""
-        raise NotImplementedError
+        """Items waiting now (queued, not yet taken into a batch)."""
+        return len(self._queue)
 
     async def stop(self, drain_timeout_s: float = 0.0) -> None:
-        """Refuse new items, finish queued ones (up to ``drain_timeout_s``), then stop the workers."""
-        raise NotImplementedError
+        """Refuse new items, finish queued ones (up to ``drain_timeout_s``), then stop the workers.
+
+        Requests still pending after the drain get Unavailable. A compute call already running in
+        a thread is not interrupted; its result is discarded.
+        """
+        if self._state == "stopped":
+            return
+        self._state = "closing"
+        if self._pending and drain_timeout_s > 0:
+            await asyncio.wait([r.future for r in self._pending], timeout=drain_timeout_s)
+        for request in list(self._pending):
+            self._drop(request, None, Unavailable("server is shutting down"))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for executor in self._executors:
+            executor.shutdown(wait=False, cancel_futures=True)
+        self._state = "stopped"
+
+    # -- admission and waiting ----------------------------------------------------------------
+
+    def _admit(self, count: int) -> None:
+        """Raise unless ``count`` items can be queued now."""
+        if self._state == "new":
+            raise Unavailable(f"batcher for model {self.model!r} ({self.modality}) is not started")
+        if self._state != "running":
+            raise Unavailable("server is shutting down")
+        size = self._config.queue_size
+        if count > size:
+            raise LimitExceeded(f"request has {count} items; the {self.modality} queue holds at most {size}")
+        excess = len(self._queue) + count - size
+        if excess > 0:
+            raise Overloaded(
+                f"queue full: {len(self._queue)} of {size} items waiting for model {self.model!r} "
+                f"({self.modality}); retry later",
+                retry_after_s=self._throughput.retry_after(excess),
+            )
+
+    async def _wait(self, request: Request) -> np.ndarray:
+        """Await the request's rows until its deadline; cancellation drops its items."""
+        timeout = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
+        try:
+            return await asyncio.wait_for(asyncio.shield(request.future), timeout)
+        except asyncio.TimeoutError:
+            self._expire(request)
+            return request.future.result()  # rows if they arrived at the last moment, else raises
+        except asyncio.CancelledError:
+            self._drop(request, "cancelled", None)
+            raise
+
+    def _expire(self, request: Request) -> None:
+        waited = time.monotonic() - request.submitted
+        self._drop(request, "expired", DeadlineExceeded(f"request timed out after {waited:.3f}s waiting in queue"))
+
+    def _drop(self, request: Request, reason: str | None, error: BaseException | None) -> None:
+        """End a live request (with ``error``, or cancel it) and remove its queued items."""
+        if not request.live:
+            return
+        request.drop_reason = reason
+        if error is None:
+            request.future.cancel()
+        else:
+            request.fail(error)
+        before = len(self._queue)
+        self._queue = deque(item for item in self._queue if item.request is not request)
+        if reason is not None and before > len(self._queue):
+            self._m_dropped[reason].inc(before - len(self._queue))
+        self._m_depth.set(len(self._queue))
+
+    # -- batch forming ----------------------------------------------------------------------
+
+    async def _form_loop(self) -> None:
+        """Form batches, at most one ahead per worker, for the workers to take."""
+        while True:
+            await self._slots.acquire()
+            self._formed.put_nowait(await self._form_batch())
+
+    async def _form_batch(self) -> list[Item]:
+        """Up to ``max_batch_size`` items, waiting at most ``max_delay_ms`` after the first."""
+        limit = self._config.max_batch_size
+        batch: list[Item] = []
+        while not batch:
+            while not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            batch = self._take(limit)
+        close_at = time.monotonic() + self._config.max_delay_ms / 1000
+        while len(batch) < limit:
+            if not self._queue and not await self._wait_arrival(close_at - time.monotonic()):
+                break
+            batch += self._take(limit - len(batch))
+        return batch
+
+    async def _wait_arrival(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for new items; False when none came."""
+        if timeout <= 0:
+            return False
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def _take(self, limit: int) -> list[Item]:
+        taken: list[Item] = []
+        while self._queue and len(taken) < limit:
+            item = self._queue.popleft()
+            if item.request.live:
+                taken.append(item)
+        self._m_depth.set(len(self._queue))
+        return taken
+
+    # -- compute ------------------------------------------------------------------------------
+
+    async def _work_loop(self, fn: ComputeFn, executor: ThreadPoolExecutor) -> None:
+        """Take formed batches and compute them; never dies of a batch's failure."""
+        while True:
+            batch = await self._formed.get()
+            self._slots.release()
+            try:
+                await self._run_batch(fn, executor, batch)
+            except Exception as exc:  # a bug here must not stop the worker or leave futures pending
+                log.exception("batcher %s/%s: unexpected error", self.model, self.modality)
+                for item in batch:
+                    item.request.fail(client_error(exc, self.model, self.modality))
+
+    async def _run_batch(self, fn: ComputeFn, executor: ThreadPoolExecutor, batch: list[Item]) -> None:
+        """Compute the live items of ``batch``; on failure retry request by request."""
+        items = self._live(batch)
+        if not items:
+            return
+        started = time.monotonic()
+        for item in items:
+            self._m_wait.observe(started - item.request.submitted)
+        try:
+            rows = await self._compute(fn, executor, items)
+        except Exception as exc:
+            groups: dict[Request, list[Item]] = {}
+            for item in items:
+                groups.setdefault(item.request, []).append(item)
+            if len(groups) == 1:  # a retry would run the very same batch again
+                next(iter(groups)).fail(client_error(exc, self.model, self.modality))
+                return
+            for group in groups.values():
+                await self._run_alone(fn, executor, group)
+            return
+        self._deliver(items, rows)
+
+    async def _run_alone(self, fn: ComputeFn, executor: ThreadPoolExecutor, group: list[Item]) -> None:
+        """Retry one request's items of a failed batch on their own."""
+        items = self._live(group)
+        if not items:
+            return
+        try:
+            rows = await self._compute(fn, executor, items)
+        except Exception as exc:
+            items[0].request.fail(client_error(exc, self.model, self.modality))
+            return
+        self._deliver(items, rows)
+
+    async def _compute(self, fn: ComputeFn, executor: ThreadPoolExecutor, items: list[Item]) -> np.ndarray:
+        """Run ``fn`` on the items' payloads in the worker's thread; check the rows it returns."""
+        payloads = [item.payload for item in items]
+        loop = asyncio.get_running_loop()
+        begin = time.perf_counter()
+        try:
+            rows = check_rows(await loop.run_in_executor(executor, fn, payloads), len(items), self.model, self.modality)
+        except Exception:
+            self._m_errors.inc()
+            log.warning("batcher %s/%s: batch of %d failed", self.model, self.modality, len(items), exc_info=True)
+            raise
+        finally:
+            self._m_inference.observe(time.perf_counter() - begin)
+            self._m_batch.observe(len(items))
+        self._m_items.inc(len(items))
+        self._throughput.add(len(items))
+        return rows
+
+    def _live(self, batch: list[Item]) -> list[Item]:
+        """The items still worth computing: drop those of expired or ended requests."""
+        now = time.monotonic()
+        live: list[Item] = []
+        for item in batch:
+            request = item.request
+            if request.live and request.expired(now):
+                self._expire(request)
+            if request.live:
+                live.append(item)
+            elif request.drop_reason is not None:
+                self._m_dropped[request.drop_reason].inc()
+        return live
+
+    @staticmethod
+    def _deliver(items: list[Item], rows: np.ndarray) -> None:
+        for item, row in zip(items, rows, strict=True):
+            item.request.accept(item.position, row)

@@ -1,0 +1,109 @@
+"""The batcher's bookkeeping: one pending request, its queued items, and a throughput meter."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from service.errors import ClipServeError, InferenceError
+
+
+@dataclass(eq=False)
+class Request:
+    """One ``submit`` call: its future, deadline and the result rows gathered so far.
+
+    The request is live while its future is not done; once done (result, error, cancellation)
+    its items that were not computed yet are skipped.
+    """
+
+    size: int
+    future: asyncio.Future[np.ndarray]
+    deadline: float | None  # time.monotonic() value
+    submitted: float  # time.monotonic() at submit
+    rows: np.ndarray | None = None
+    filled: int = 0
+    drop_reason: str | None = None  # "expired" | "cancelled" once dropped
+
+    @property
+    def live(self) -> bool:
+        """True while the request still waits for rows."""
+        return not self.future.done()
+
+    def expired(self, now: float) -> bool:
+        """True when the deadline has passed."""
+        return self.deadline is not None and now >= self.deadline
+
+    def accept(self, index: int, row: np.ndarray) -> None:
+        """Store the row of item ``index``; resolve the future once every row is in."""
+        if not self.live:
+            return
+        if self.rows is None:
+            self.rows = np.empty((self.size, *row.shape), dtype=row.dtype)
+        try:
+            self.rows[index] = row
+        except ValueError:  # a worker returned rows of another width than an earlier batch
+            self.fail(InferenceError(f"inconsistent embedding shape {row.shape} vs {self.rows.shape[1:]}"))
+            return
+        self.filled += 1
+        if self.filled == self.size:
+            self.future.set_result(self.rows)
+
+    def fail(self, error: BaseException) -> None:
+        """End the request with ``error`` unless it is already done."""
+        if self.live:
+            self.future.set_exception(error)
+
+
+class Item(NamedTuple):
+    """One payload of a request and its position in that request."""
+
+    request: Request
+    position: int
+    payload: Any
+
+
+def client_error(exc: BaseException, model: str, modality: str) -> ClipServeError:
+    """The error a request gets when compute raised ``exc``: ClipServeErrors pass through as is."""
+    if isinstance(exc, ClipServeError):
+        return exc
+    return InferenceError(f"inference failed for model {model!r} ({modality}): {type(exc).__name__}")
+
+
+def check_rows(rows: Any, count: int, model: str, modality: str) -> np.ndarray:
+    """``rows`` as an (count, D) array, or InferenceError when compute returned another shape."""
+    array = np.asarray(rows)
+    if array.ndim != 2 or array.shape[0] != count:
+        raise InferenceError(
+            f"inference failed for model {model!r} ({modality}): compute returned shape {array.shape} "
+            f"for {count} items"
+        )
+    return array
+
+
+class ThroughputMeter:
+    """Items computed per second over a sliding window, to suggest a retry delay when full."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self._window_s = window_s
+        self._events: deque[tuple[float, int]] = deque()
+
+    def add(self, items: int) -> None:
+        """Record ``items`` computed now."""
+        now = time.monotonic()
+        self._events.append((now, items))
+        while self._events and self._events[0][0] < now - self._window_s:
+            self._events.popleft()
+
+    def retry_after(self, excess_items: int, default_s: float = 1.0) -> float:
+        """Seconds until ``excess_items`` should have left the queue at the recent rate."""
+        now = time.monotonic()
+        recent = sum(n for t, n in self._events if t >= now - self._window_s)
+        if recent == 0:
+            return default_s
+        rate = recent / self._window_s
+        return float(min(30.0, max(0.05, excess_items / rate)))
