@@ -1,0 +1,120 @@
+# syntax=docker/dockerfile:1
+#
+# clipserve images. Pick one with the build target:
+#
+#   docker build --target cpu -t clipserve:cpu .   # python slim, ONNX Runtime + PyTorch (CPU build), no CUDA
+#   docker build --target gpu -t clipserve:gpu .   # CUDA runtime base, PyTorch with CUDA, onnxruntime-gpu
+#
+# `cpu` is the last stage, so a plain `docker build .` gives it too.
+# A slimmer CPU image that serves ONNX models only (no torch):
+#   docker build --target cpu --build-arg WITH_TORCH=0 -t clipserve:cpu-onnx .
+#
+# Models are read from CLIPSERVE_MODEL_DIR=/models. The bundled demo model is baked in as the default;
+# mount your own model repository over /models (read-only is fine) to serve other models.
+
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+# torch==2.14.1 on PyPI is built against CUDA 13.0 (and onnxruntime-gpu 1.31 too): the GPU image uses a
+# CUDA 13 runtime with cuDNN, so ONNX Runtime finds cuBLAS/cuDNN on the system library path.
+# Hosts need an NVIDIA driver new enough for CUDA 13 and the NVIDIA Container Toolkit.
+ARG CUDA_IMAGE=nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
+
+# ---------------------------------------------------------------------------------------------------
+# GPU build stage.
+FROM ${CUDA_IMAGE} AS gpu-build
+ARG ONNXRUNTIME_GPU_VERSION=1.31.1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PATH=/opt/venv/bin:$PATH
+# Distribution packages are not version-pinned: pins of Ubuntu's archive break as it moves on; the base
+# image tag fixes the release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/venv
+WORKDIR /src
+COPY pyproject.toml ./
+COPY service ./service
+# torch from PyPI is the CUDA build. The base install pulls `onnxruntime` (CPU), which shares its
+# package directory with `onnxruntime-gpu`: remove the CPU one, then reinstall the GPU one over it.
+RUN pip install --no-cache-dir "./[torch,gpu]" "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
+    && pip uninstall -y onnxruntime \
+    && pip install --no-cache-dir --force-reinstall --no-deps "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}"
+
+# ---------------------------------------------------------------------------------------------------
+# GPU runtime image.
+FROM ${CUDA_IMAGE} AS gpu
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin clipserve
+COPY --from=gpu-build /opt/venv /opt/venv
+COPY models/clipserve-demo /models/clipserve-demo
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    XDG_CACHE_HOME=/tmp/cache \
+    CLIPSERVE_HOST=0.0.0.0 \
+    CLIPSERVE_PORT=8000 \
+    CLIPSERVE_GRPC_PORT=50051 \
+    CLIPSERVE_MODEL_DIR=/models \
+    CLIPSERVE_DEVICE=cuda
+USER 10001:10001
+EXPOSE 8000 50051
+HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('CLIPSERVE_PORT', '8000'), timeout=4)"]
+ENTRYPOINT ["clipserve"]
+CMD ["serve"]
+
+# ---------------------------------------------------------------------------------------------------
+# CPU build stage: a virtual environment in /opt/venv, copied whole into the runtime stage.
+FROM ${PYTHON_IMAGE} AS cpu-build
+# torch==2.14.1 on PyPI is a CUDA build (it pulls gigabytes of nvidia-* wheels). The CPU image takes
+# torch from PyTorch's CPU wheel index instead; `pip install .[torch]` afterwards finds the pin
+# (torch==2.14.1 matches 2.14.1+cpu) already satisfied.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
+ARG WITH_TORCH=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY pyproject.toml ./
+COPY service ./service
+RUN if [ "$WITH_TORCH" = "1" ]; then \
+        pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" \
+            "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+        && pip install --no-cache-dir "./[torch]"; \
+    else \
+        pip install --no-cache-dir ./; \
+    fi
+
+# ---------------------------------------------------------------------------------------------------
+# CPU runtime image.
+FROM ${PYTHON_IMAGE} AS cpu
+RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin clipserve
+COPY --from=cpu-build /opt/venv /opt/venv
+COPY models/clipserve-demo /models/clipserve-demo
+# Nothing is written under / at run time (Kubernetes mounts the root file system read-only): caches of
+# downloaded weights go to /tmp (an emptyDir there), and byte code is compiled at install time.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    XDG_CACHE_HOME=/tmp/cache \
+    CLIPSERVE_HOST=0.0.0.0 \
+    CLIPSERVE_PORT=8000 \
+    CLIPSERVE_GRPC_PORT=50051 \
+    CLIPSERVE_MODEL_DIR=/models \
+    CLIPSERVE_DEVICE=cpu
+USER 10001:10001
+EXPOSE 8000 50051
+# Healthy means ready (models loaded and warm); python's urllib, so no curl in the image.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('CLIPSERVE_PORT', '8000'), timeout=4)"]
+# Exec form: the server is PID 1 and gets SIGTERM itself (it drains in-flight work, then exits).
+ENTRYPOINT ["clipserve"]
+CMD ["serve"]
+
