@@ -1,0 +1,128 @@
+"""``clipserve.v1.ClipService``: each RPC translates its message and calls the shared ``Engine``.
+
+Every call passes the client's remaining deadline as the engine timeout (so items that expire in
+the queue are dropped before compute) and ``protocol="grpc"`` for the metrics. When the client
+cancels, grpc.aio cancels the handler task; the ``CancelledError`` reaches the engine's await and
+the batcher drops the call's items that are not computed yet (nothing here catches it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from service.engine import Engine
+from service.errors import ClipServeError
+from service.grpc import convert
+from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
+from service.grpc.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
+from service.grpc.status import status_of, trailing_metadata
+from service.grpc.stream import EmbedStreamer
+
+log = logging.getLogger(__name__)
+PROTOCOL = "grpc"
+T = TypeVar("T")
+
+
+def time_left(context: grpc.aio.ServicerContext) -> float | None:
+    """Seconds until the client's deadline, or None when the client set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else max(0.0, float(remaining))
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: ClipServeError) -> NoReturn:
+    """End the call with the error's status, message and trailing metadata."""
+    await context.abort(status_of(error), error.message, trailing_metadata(error))
+    raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
+
+
+async def run_call(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
+    """Await ``call``; turn domain errors into their status and anything else into INTERNAL."""
+    try:
+        return await call()
+    except ClipServeError as error:
+        await abort_with(context, error)
+    except Exception:
+        log.exception("gRPC call failed")
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error (logged on the server)")
+        raise AssertionError("context.abort returned") from None  # pragma: no cover
+
+
+class ClipServicer(pb_grpc.ClipServiceServicer):
+    """The ClipService RPCs on one ``Engine``."""
+
+    def __init__(self, engine: Engine, stream_window: int) -> None:
+        self._engine = engine
+        self._streamer = EmbedStreamer(engine, window=stream_window, protocol=PROTOCOL)
+
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        """Embed texts and images in one call."""
+
+        async def call() -> pb.EmbedResponse:
+            items = convert.items_from_pb(request.items, "items")
+            result = await self._engine.embed(
+                items, model=convert.model_arg(request.model), timeout_s=time_left(context), protocol=PROTOCOL
+            )
+            return convert.embed_response(result)
+
+        return await run_call(context, call)
+
+    async def EmbedStream(
+        self, request_iterator: AsyncIterator[pb.EmbedStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.EmbedStreamResponse]:
+        """Bulk embedding, one item per message, with a bounded in-flight window."""
+        async for response in self._streamer.run(request_iterator, lambda: time_left(context)):
+            yield response
+
+    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+        """Zero-shot labels for each image."""
+
+        async def call() -> pb.ClassifyResponse:
+            result = await self._engine.classify(
+                list(request.images),
+                labels=list(request.labels) or None,
+                templates=list(request.templates) or None,
+                label_set=request.label_set or None,
+                top_k=convert.top_k_arg(request),
+                logits=request.logits,
+                model=convert.model_arg(request.model),
+                timeout_s=time_left(context),
+                protocol=PROTOCOL,
+            )
+            return convert.classify_response(result)
+
+        return await run_call(context, call)
+
+    async def Similarity(
+        self, request: pb.SimilarityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SimilarityResponse:
+        """Cosine similarity and probabilities between two item lists."""
+
+        async def call() -> pb.SimilarityResponse:
+            left = convert.items_from_pb(request.left, "left")
+            right = convert.items_from_pb(request.right, "right")
+            result = await self._engine.similarity(
+                left, right, model=convert.model_arg(request.model), timeout_s=time_left(context),
+                protocol=PROTOCOL,
+            )
+            return convert.similarity_response(result)
+
+        return await run_call(context, call)
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        """The served models, default first."""
+
+        async def call() -> pb.ListModelsResponse:
+            return pb.ListModelsResponse(models=[convert.model_info_pb(m) for m in self._engine.models()])
+
+        return await run_call(context, call)
+
+
+def add_to_server(servicer: ClipServicer, server: Any) -> None:
+    """Register the servicer on a grpc.aio server."""
+    pb_grpc.add_ClipServiceServicer_to_server(servicer, server)
