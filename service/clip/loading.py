@@ -1,0 +1,315 @@
+"""Load a CLIP model from any source clipserve accepts, and complete its ``ModelConfig``.
+
+Sources (``ModelConfig.weights``, resolved relative to the model folder):
+
+- ``None``: random weights, seeded by ``config.seed`` (tests and benchmarks). The same seed gives the
+  same weights as ``torch.manual_seed(seed); open_clip.create_model(arch)``.
+- an open_clip pretrained tag (``ViT-B-32:openai``): downloaded by open_clip into ``cache_dir``.
+- a local checkpoint file: an open_clip state dict (``.pt``/``.bin``/``.pth``/``.safetensors``,
+  possibly under ``"state_dict"`` and ``module.``-prefixed, fp16 upcast to fp32) or an OpenAI
+  TorchScript archive. With architecture ``openai`` the architecture is inferred from an OpenAI
+  checkpoint (QuickGELU, as OpenAI trained), otherwise it is the open_clip ``architecture`` (or the
+  custom ``arch_config`` JSON of a model repository entry).
+- ``hf:<dir>`` (or architecture ``hf``): a Hugging Face ``CLIPModel`` directory, see ``hf_clip``.
+
+torch and open_clip are imported inside the functions, so importing this module (for ``fingerprint``
+of a weight file, say) does not need them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from service.clip.model_config import ModelConfig
+from service.errors import NotFound
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+OPENAI_ARCH = "openai"  # architecture inferred from an OpenAI-layout checkpoint
+HF_ARCH = "hf"
+HF_PREFIX = "hf:"
+FINGERPRINT_CHARS = 16
+_OPENAI_JIT_KEYS = ("input_resolution", "context_length", "vocab_size")
+_PREPROCESS_FIELDS = {"image_size", "mean", "std", "interpolation", "resize_mode", "context_length"}
+_DEFAULT_PREPROCESS: dict[str, Any] = {"interpolation": "bicubic", "resize_mode": "shortest"}
+
+
+@dataclass
+class WeightSource:
+    """Where a model's weights come from, and the preprocessing that ships with them."""
+
+    kind: str  # "random" | "file" | "hf"
+    path: Path | None = None
+    preprocess: dict[str, Any] = field(default_factory=dict)  # open_clip preprocess_cfg keys
+    quick_gelu: bool = False
+
+
+def load_clip(
+    config: ModelConfig, device: str = "cpu", precision: str | None = None, cache_dir: Path | str | None = None
+) -> tuple[Any, ModelConfig]:
+    """Load ``config``'s model for inference and return it with the completed config.
+
+    The returned open_clip model is in eval mode, without gradients, on ``device`` in ``precision``
+    (default ``config.precision``; half precisions fall back to fp32 on CPU). The config gains the
+    model's image size, context length, preprocessing (unless the config set them), embedding size and
+    ``exp(logit_scale)``.
+    """
+    source = resolve_weights(config, cache_dir)
+    if source.kind == "hf":
+        from service.clip.hf_clip import load_hf_clip
+
+        assert source.path is not None
+        model, preprocess = load_hf_clip(source.path)
+    else:
+        model_cfg, preprocess = arch_config(config)
+        model = build_model(model_cfg, quick_gelu=source.quick_gelu, seed=config.seed)
+        if source.path is not None:
+            model = load_weights(model, source.path, infer_openai=config.architecture == OPENAI_ARCH)
+        preprocess = {**preprocess, **source.preprocess}
+    chosen = resolve_precision(precision or config.precision, device)
+    completed = complete_config(config, model, preprocess, chosen)
+    return to_inference(model, device, chosen), completed
+
+
+def resolve_weights(config: ModelConfig, cache_dir: Path | str | None = None) -> WeightSource:
+    """Decide what ``config.weights`` names: nothing (random), a local file, an HF folder or a tag."""
+    weights = config.weights
+    if weights is None:
+        return WeightSource("random")
+    if weights.startswith(HF_PREFIX) or config.architecture == HF_ARCH:
+        folder = config.resolve(weights.removeprefix(HF_PREFIX))
+        if not (folder / "config.json").is_file():
+            raise NotFound(f"model {config.name!r}: no Hugging Face CLIP folder (config.json) at {folder}")
+        return WeightSource("hf", folder)
+    path = config.resolve(weights)
+    if path.is_file():
+        return WeightSource("file", path)
+    return _pretrained_tag(config, weights, cache_dir)
+
+
+def _pretrained_tag(config: ModelConfig, tag: str, cache_dir: Path | str | None) -> WeightSource:
+    """An open_clip pretrained tag: download (or find in the cache) its checkpoint."""
+    import open_clip
+
+    pcfg = open_clip.get_pretrained_cfg(config.architecture, tag)
+    if not pcfg:
+        known = open_clip.list_pretrained_tags_by_model(config.architecture)
+        raise NotFound(
+            f"model {config.name!r}: weights {tag!r} are neither a file nor an open_clip pretrained tag "
+            f"of {config.architecture!r} (known tags: {', '.join(known) or 'none'})"
+        )
+    path = open_clip.download_pretrained(pcfg, cache_dir=str(cache_dir) if cache_dir else None)
+    preprocess = {k: pcfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in pcfg}
+    return WeightSource("file", Path(path), preprocess, quick_gelu=bool(pcfg.get("quick_gelu", False)))
+
+
+def arch_config(config: ModelConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The open_clip model config (and any preprocessing it carries) for ``config``.
+
+    A repository entry's ``arch_config`` JSON is either a bare open_clip model config or open_clip's
+    ``open_clip_config.json`` layout (``{"model_cfg": ..., "preprocess_cfg": ...}``).
+    """
+    if config.arch_config is not None:
+        path = config.resolve(config.arch_config)
+        if not path.is_file():
+            raise NotFound(f"model {config.name!r}: architecture file {path} not found")
+        data = json.loads(path.read_text())
+        return dict(data.get("model_cfg", data)), dict(data.get("preprocess_cfg", {}))
+    if config.architecture == OPENAI_ARCH:
+        return {}, {}  # inferred from the checkpoint in load_weights
+    import open_clip
+
+    model_cfg = open_clip.get_model_config(config.architecture)
+    if model_cfg is None:
+        raise NotFound(
+            f"model {config.name!r}: unknown open_clip architecture {config.architecture!r} "
+            "(see open_clip.list_models())"
+        )
+    return model_cfg, {}
+
+
+def build_model(model_cfg: dict[str, Any], quick_gelu: bool = False, seed: int = 0) -> Any:
+    """Build an open_clip CLIP (or CustomTextCLIP) from its config, with weights seeded by ``seed``.
+
+    Consumes the random stream exactly as ``open_clip.create_model`` does. An empty config (the
+    ``openai`` architecture) returns None: the checkpoint defines the model.
+    """
+    if not model_cfg:
+        return None
+    import open_clip
+    import torch
+
+    cfg = copy.deepcopy(model_cfg)
+    text_cfg, vision_cfg = cfg.setdefault("text_cfg", {}), cfg.setdefault("vision_cfg", {})
+    if "multimodal_cfg" in cfg:
+        raise ValueError("CoCa models (multimodal_cfg) are not supported")
+    custom_text = bool(cfg.pop("custom_text", False)) or "hf_model_name" in text_cfg
+    text_cfg["hf_model_pretrained"] = False  # never download base tower weights
+    if "timm_model_name" in vision_cfg:
+        vision_cfg["timm_model_pretrained"] = False
+    if not custom_text:
+        text_cfg.pop("hf_model_pretrained")
+    if quick_gelu:
+        cfg["quick_gelu"] = True
+    model_class = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
+    with torch.random.fork_rng(devices=[]):  # seed locally; the caller's random stream is untouched
+        torch.manual_seed(seed)
+        return model_class(**cfg)
+
+
+def load_weights(model: Any, path: Path, infer_openai: bool = False) -> Any:
+    """Load a checkpoint file into ``model`` (or build the model from it with ``infer_openai``)."""
+    import open_clip
+
+    if infer_openai or model is None:
+        state_dict = read_state_dict(path)
+        model = open_clip.build_model_from_openai_state_dict(dict(state_dict), cast_dtype=None)
+        model.float()  # it loads through fp16 parameters; load again in fp32 so no bit is lost
+        _load_state_dict(model, state_dict)
+    elif is_torchscript(path):
+        _load_state_dict(model, read_state_dict(path))
+    else:  # open_clip's loader handles wrappers, prefixes, conversions and position resizing
+        open_clip.load_checkpoint(model, str(path), strict=True)
+    return model
+
+
+def is_torchscript(path: Path) -> bool:
+    """True for a TorchScript archive (as OpenAI released CLIP): a zip with a ``code/`` folder."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/", 1)[-1].startswith("code/") for name in archive.namelist())
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a plain state dict (TorchScript, safetensors or torch.save)."""
+    import open_clip
+    import torch
+
+    if is_torchscript(path):
+        state_dict = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    else:
+        state_dict = dict(open_clip.load_state_dict(str(path), device="cpu"))
+    for key in _OPENAI_JIT_KEYS:
+        state_dict.pop(key, None)
+    return state_dict
+
+
+def _load_state_dict(model: Any, state_dict: Mapping[str, torch.Tensor]) -> None:
+    state = dict(state_dict)
+    scale = state.get("logit_scale")
+    if scale is not None and scale.ndim != model.logit_scale.ndim:
+        state["logit_scale"] = scale.reshape(model.logit_scale.shape)
+    model.load_state_dict(state, strict=True)
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """The precision actually used: half precisions run on GPU only (CPU falls back to fp32)."""
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise ValueError(f"unknown precision {precision!r} (fp32, fp16 or bf16)")
+    if precision != "fp32" and not device.startswith("cuda"):
+        log.warning("precision %s asked on %s: using fp32 (half precision is for GPUs)", precision, device)
+        return "fp32"
+    return precision
+
+
+def to_inference(model: Any, device: str, precision: str) -> Any:
+    """Eval mode, no gradients, on ``device``; fp16/bf16 cast the whole model (inputs follow)."""
+    import torch
+
+    model.eval().requires_grad_(False)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return model.to(device=device, dtype=dtype)
+
+
+def model_image_size(model: Any) -> int:
+    """The square input size of the model's image tower."""
+    size = getattr(model.visual, "image_size", None)
+    if isinstance(size, (tuple, list)):
+        if size[0] != size[1]:
+            raise ValueError(f"non-square image size {tuple(size)} is not supported")
+        size = size[0]
+    if size is None:
+        raise ValueError("the image tower does not report its image size")
+    return int(size)
+
+
+def model_context_length(model: Any) -> int:
+    """The text tower's context length."""
+    text = getattr(model, "text", model)
+    return int(text.context_length)
+
+
+def model_embed_dim(model: Any) -> int:
+    """The embedding size, read off one single-token text through the text tower."""
+    import torch
+
+    from service.clip.text import encode_text_trimmed
+
+    with torch.inference_mode():
+        return int(encode_text_trimmed(model, torch.zeros((1, 1), dtype=torch.long)).shape[-1])
+
+
+def complete_config(
+    config: ModelConfig, model: Any, preprocess: Mapping[str, Any], precision: str
+) -> ModelConfig:
+    """Fill the config from the model and its preprocessing.
+
+    Values the config set explicitly win for preprocessing (a repository entry is authoritative);
+    image size and context length must agree with the model; embed_dim and logit_scale are the model's.
+    """
+    import torch
+
+    values: dict[str, Any] = {**_DEFAULT_PREPROCESS, **{k: v for k, v in preprocess.items() if v is not None}}
+    found: dict[str, Any] = {
+        "image_size": model_image_size(model),
+        "context_length": model_context_length(model),
+        "mean": tuple(float(x) for x in values.get("mean", config.mean)),
+        "std": tuple(float(x) for x in values.get("std", config.std)),
+        "interpolation": values["interpolation"],
+        "resize_mode": values["resize_mode"],
+    }
+    explicit = config.model_fields_set
+    for key in ("image_size", "context_length"):
+        if key in explicit and getattr(config, key) != found[key]:
+            raise ValueError(
+                f"model {config.name!r}: config says {key}={getattr(config, key)} but the model has {found[key]}"
+            )
+    update = {k: v for k, v in found.items() if k not in explicit}
+    with torch.no_grad():
+        update["logit_scale"] = float(model.logit_scale.float().exp().reshape(-1)[0])
+    update["embed_dim"] = model_embed_dim(model)
+    update["precision"] = precision
+    data = config.model_dump()
+    data.update(update)
+    return ModelConfig.model_validate(data)  # validates interpolation / resize_mode values
+
+
+def fingerprint(config: ModelConfig, weights: Mapping[str, torch.Tensor] | Path | str) -> str:
+    """A short sha256 hex over the weights (a state dict, or a file's bytes) and the preprocessing."""
+    digest = hashlib.sha256()
+    if isinstance(weights, (str, Path)):
+        with open(weights, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    else:
+        import torch
+
+        for key in sorted(weights):
+            tensor = weights[key].detach().to("cpu").contiguous().reshape(-1)
+            digest.update(f"{key}:{tensor.dtype}:{tuple(weights[key].shape)}".encode())
+            digest.update(tensor.view(torch.uint8).numpy().data)
+    settings = config.model_dump(include=_PREPROCESS_FIELDS)
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:FINGERPRINT_CHARS]
