@@ -1,0 +1,39 @@
+"""FastAPI dependencies: the engine and settings of the running app, and the optional API key."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from service.config import Settings
+from service.engine import Engine
+
+API_KEY_HEADER = "X-API-Key"
+
+
+def get_engine(request: Request) -> Engine:
+    """The engine the lifespan started."""
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def require_api_key(
+    settings: Annotated[Settings, Depends(get_settings)],
+    x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER, include_in_schema=False)] = None,
+) -> None:
+    """When ``settings.api_key`` is set, the request must carry it in ``X-API-Key`` (else 401)."""
+    if settings.api_key is None:
+        return
+    if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), settings.api_key.encode()):
+        raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})")
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]

@@ -1,0 +1,61 @@
+"""Request middleware (pure ASGI): request id, one access log line, and request metrics.
+
+The request id comes from the client's ``X-Request-ID`` (when usable) or is generated; it is set in
+``service.logs.REQUEST`` for every log line of the request and echoed in the response header.
+Engine calls count themselves in ``clipserve_requests_total`` (route ``embed``, ``classify``,
+``similarity``); requests that never reach the engine (health probes, /metrics, validation errors,
+oversized bodies) are counted here, labelled by their path template without the leading slash.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.logs import REQUEST, RequestContext, new_request_id
+from service.metrics import Metrics
+
+access_log = logging.getLogger("clipserve.access")
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class RequestContextMiddleware:
+    """Sets the request id, echoes it, logs one access line and counts the request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ctx = RequestContext(new_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER)))
+        token = REQUEST.set(ctx)
+        status = 500  # unless a response starts: an exception escaped
+        begin = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = ctx.request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            duration = time.perf_counter() - begin
+            route = getattr(scope.get("route"), "path", "/unmatched").lstrip("/")
+            if not ctx.counted:
+                self.metrics.requests.labels(route=route, protocol="rest", status=str(status)).inc()
+                self.metrics.request_duration.labels(route=route, protocol="rest").observe(duration)
+            access_log.info(
+                "%s %s %d %.1fms", scope["method"], scope["path"], status, duration * 1000,
+                extra={"method": scope["method"], "path": scope["path"], "route": route, "status": status,
+                       "duration_ms": round(duration * 1000, 3)},
+            )
+            REQUEST.reset(token)

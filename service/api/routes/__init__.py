@@ -1,0 +1,1 @@
+"""One router per concern: embed, classify, similarity, models, health (and metrics)."""

@@ -1,0 +1,106 @@
+"""One served model: its backends (one per worker), tokenizer, image preprocessor and two batchers.
+
+The engine keeps one ``ServedModel`` per configured model; this module knows how a model's items
+become batches (images: stack pixel arrays; texts: pad token lists to the longest) and how the model
+is warmed up before the server reports ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from service.batching.batcher import Batcher, BatcherConfig, ComputeFn
+from service.clip.model_config import ModelConfig
+from service.clip.preprocess import ImagePreprocessor, PreprocessConfig
+from service.clip.tokenizer import Tokenizer, pad_batch
+from service.config import Settings
+from service.metrics import Metrics
+from service.runtime.base import Backend, ModelInfo
+
+log = logging.getLogger(__name__)
+
+
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """Warm-up batch sizes: powers of two up to ``max_batch_size``, and ``max_batch_size`` itself."""
+    sizes = [1 << i for i in range(max_batch_size.bit_length()) if 1 << i <= max_batch_size]
+    return sizes if sizes[-1] == max_batch_size else [*sizes, max_batch_size]
+
+
+def image_worker(backend: Backend, preprocessor: ImagePreprocessor) -> ComputeFn:
+    """Compute function for the image batcher: (3, S, S) arrays -> one batch -> embeddings."""
+    return lambda payloads: backend.encode_images(preprocessor.stack(payloads))
+
+
+def text_worker(backend: Backend) -> ComputeFn:
+    """Compute function for the text batcher: id lists -> (N, longest) int64 -> embeddings."""
+    return lambda payloads: backend.encode_texts(pad_batch(payloads))
+
+
+class ServedModel:
+    """A loaded model and everything needed to feed it."""
+
+    def __init__(self, config: ModelConfig, backends: Sequence[Backend], settings: Settings, metrics: Metrics):
+        if not backends:
+            raise ValueError("a served model needs at least one backend")
+        self.backends = list(backends)
+        # A backend may complete the config from the weights (image size, mean/std...): use its copy.
+        self.config: ModelConfig = getattr(self.backends[0], "config", config)
+        self.info: ModelInfo = self.backends[0].info
+        self.name = self.info.name
+        self.tokenizer = Tokenizer(self.info.context_length)
+        self.preprocessor = ImagePreprocessor(
+            PreprocessConfig.from_model_config(self.config),
+            max_pixels=settings.max_image_pixels,
+            max_bytes=settings.max_image_bytes,
+            draft=settings.jpeg_draft,
+        )
+        knobs = BatcherConfig(settings.max_batch_size, settings.max_delay_ms, settings.queue_size)
+        self.images: Batcher[np.ndarray] = Batcher(
+            self.name, "image", [image_worker(b, self.preprocessor) for b in self.backends], knobs, metrics
+        )
+        self.texts: Batcher[list[int]] = Batcher(
+            self.name, "text", [text_worker(b) for b in self.backends], knobs, metrics
+        )
+        self._m_preprocess = metrics.preprocess.labels(model=self.name, modality="image")
+        self._max_batch_size = settings.max_batch_size
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """Decode and preprocess one encoded image (runs in the engine's thread pool), timed."""
+        begin = time.perf_counter()
+        try:
+            return self.preprocessor(data)
+        finally:
+            self._m_preprocess.observe(time.perf_counter() - begin)
+
+    def warmup(self) -> float:
+        """Run every backend at each batch-size bucket (blocking; call in a thread). Returns seconds."""
+        begin = time.perf_counter()
+        buckets = batch_buckets(self._max_batch_size)
+        for backend in self.backends:
+            backend.warmup(buckets)
+        return time.perf_counter() - begin
+
+    async def start(self) -> None:
+        """Start both batchers and check that each answers one item."""
+        await self.images.start()
+        await self.texts.start()
+        size = self.info.image_size
+        image_rows = await self.images.submit([np.zeros((3, size, size), dtype=np.float32)])
+        text_rows = await self.texts.submit([self.tokenizer.encode("")])
+        for modality, rows in (("image", image_rows), ("text", text_rows)):
+            if rows.shape != (1, self.info.dimension):
+                raise RuntimeError(f"model {self.name!r}: {modality} worker answered shape {rows.shape}")
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        """Finish queued work (bounded), stop the batchers and release the backends."""
+        await asyncio.gather(self.images.stop(drain_timeout_s), self.texts.stop(drain_timeout_s))
+        for backend in self.backends:
+            try:
+                backend.close()
+            except Exception:  # closing must not stop the others from closing
+                log.exception("closing a backend of model %r failed", self.name)
