@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from service.engine import Engine
-from service.errors import ClipServeError
+from service.errors import ClipServeError, DeadlineExceeded
 from service.grpc import convert
 from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
 from service.grpc.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
@@ -28,9 +28,13 @@ T = TypeVar("T")
 
 
 def time_left(context: grpc.aio.ServicerContext) -> float | None:
-    """Seconds until the client's deadline, or None when the client set none."""
+    """Seconds until the client's deadline, or None when it set none; DeadlineExceeded once it passed."""
     remaining = context.time_remaining()
-    return None if remaining is None else max(0.0, float(remaining))
+    if remaining is None:
+        return None
+    if remaining <= 0:
+        raise DeadlineExceeded("the call's deadline passed before its work started")
+    return float(remaining)
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: ClipServeError) -> NoReturn:
@@ -63,8 +67,9 @@ class ClipServicer(pb_grpc.ClipServiceServicer):
 
         async def call() -> pb.EmbedResponse:
             items = convert.items_from_pb(request.items, "items")
+            timeout_s = time_left(context)
             result = await self._engine.embed(
-                items, model=convert.model_arg(request.model), timeout_s=time_left(context), protocol=PROTOCOL
+                items, model=convert.model_arg(request.model), timeout_s=timeout_s, protocol=PROTOCOL
             )
             return convert.embed_response(result)
 

@@ -38,12 +38,14 @@ class EmbedStreamer:
         self.window = window
         self.protocol = protocol
 
-    async def embed_one(self, request: pb.EmbedStreamRequest, timeout_s: float | None) -> pb.EmbedStreamResponse:
+    async def embed_one(
+        self, request: pb.EmbedStreamRequest, time_left: Callable[[], float | None]
+    ) -> pb.EmbedStreamResponse:
         """One item's response: its embedding, or the error that stopped it."""
         try:
             item = item_from_pb(request.item, f"item {request.id!r}")
             result = await self.engine.embed(
-                [item], model=model_arg(request.model), timeout_s=timeout_s, protocol=self.protocol
+                [item], model=model_arg(request.model), timeout_s=time_left(), protocol=self.protocol
             )
         except ClipServeError as error:
             code = status_of(error).value[0]
@@ -68,7 +70,7 @@ class EmbedStreamer:
 
         async def work(request: pb.EmbedStreamRequest) -> None:
             try:
-                out.put_nowait(await self.embed_one(request, time_left()))
+                out.put_nowait(await self.embed_one(request, time_left))
             finally:
                 slots.release()
 

@@ -1,0 +1,29 @@
+"""The clipserve Python client: REST (httpx) or gRPC, blocking or asyncio. It does not import torch.
+
+``ClipClient(url)`` / ``AsyncClipClient(url)`` pick the protocol from the URL scheme:
+``http://host:8000`` (REST), ``grpc://host:50051`` (gRPC), ``grpcs://`` (gRPC over TLS). Helpers:
+``embed_texts``, ``embed_images`` (paths or bytes), ``embed``, ``classify`` (labels or label_set),
+``similarity`` and ``models``. Long inputs go in chunks (``chunk_size``), ``concurrency`` at a time,
+with a tqdm bar (``progress=True``, or automatically above 1,000 items), and each chunk is retried
+with exponential backoff and jitter on overload or unavailability, honouring Retry-After.
+See docs/client.md.
+"""
+
+from service.client.aio import AsyncClipClient
+from service.client.base import ClientOptions
+from service.client.errors import RequestFailed
+from service.client.retry import NO_RETRY, RetryPolicy
+from service.client.sync import ClipClient
+from service.client.types import Input, Label, Similarity
+
+__all__ = [
+    "NO_RETRY",
+    "AsyncClipClient",
+    "ClientOptions",
+    "ClipClient",
+    "Input",
+    "Label",
+    "RequestFailed",
+    "RetryPolicy",
+    "Similarity",
+]

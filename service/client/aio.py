@@ -1,0 +1,103 @@
+"""``AsyncClipClient``: the asyncio Python client (REST or gRPC, chosen by the URL scheme)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from service.client.base import ClientBase, ClientOptions, classify_spec, concat, texts_list
+from service.client.chunks import ImageSource, arun_chunks, load_image
+from service.client.connect import DEFAULT_URL, Endpoint, aconnect
+from service.client.retry import acall_with_retry
+from service.client.types import AsyncTransport, Input, Label, Similarity
+from service.runtime.base import ModelInfo
+
+R = TypeVar("R")
+
+
+class AsyncClipClient(ClientBase):
+    """asyncio client; the same helpers as ``ClipClient``, as coroutines. Create it inside the event loop.
+
+    >>> async with AsyncClipClient("grpc://127.0.0.1:50051") as client:
+    ...     vectors = await client.embed_images(["a.jpg", "b.png"])
+    """
+
+    def __init__(
+        self, url: str = DEFAULT_URL, *, api_key: str | None = None, root_certificates: bytes | None = None,
+        transport: AsyncTransport | None = None, **options: Any,
+    ) -> None:
+        super().__init__(ClientOptions(**options))
+        self.endpoint = Endpoint(url, api_key=api_key, root_certificates=root_certificates)
+        self.transport = transport or aconnect(self.endpoint)
+
+    async def _map(self, n: int, fn: Callable[[slice], Awaitable[R]], progress: bool | None, desc: str) -> list[R]:
+        slices, bar = self._plan(n, progress, desc)
+        with bar:
+            return await arun_chunks(slices, lambda s: acall_with_retry(lambda: fn(s), self.options.retry),
+                                     self.options.concurrency, bar)
+
+    async def embed(
+        self, inputs: Sequence[Input], *, model: str | None = None, progress: bool | None = None
+    ) -> np.ndarray:
+        """(N, D) float32 L2-normalised embeddings of texts (``str``) and encoded images (``bytes``), in order."""
+        items = list(inputs)
+        t = self.options.timeout_s
+        parts = await self._map(len(items), lambda s: self.transport.embed(items[s], model, t), progress, "embed")
+        return concat(parts)
+
+    async def embed_texts(
+        self, texts: Iterable[str], *, model: str | None = None, progress: bool | None = None
+    ) -> np.ndarray:
+        """(N, D) embeddings of texts, in order."""
+        return await self.embed(texts_list(texts), model=model, progress=progress)
+
+    async def embed_images(
+        self, images: Sequence[ImageSource], *, model: str | None = None, progress: bool | None = None
+    ) -> np.ndarray:
+        """(N, D) embeddings of images given as file paths or encoded bytes (files read chunk by chunk)."""
+        t = self.options.timeout_s
+
+        async def chunk(s: slice) -> np.ndarray:
+            return await self.transport.embed([load_image(x) for x in images[s]], model, t)
+
+        return concat(await self._map(len(images), chunk, progress, "embed images"))
+
+    async def classify(
+        self, images: Sequence[ImageSource], labels: Sequence[str] | None = None, *, label_set: str | None = None,
+        templates: Sequence[str] | None = None, top_k: int = 5, logits: bool = False, model: str | None = None,
+        progress: bool | None = None,
+    ) -> list[list[Label]]:
+        """Zero-shot labels per image (best first), against ``labels`` or a named ``label_set``."""
+        spec = classify_spec(labels, label_set, templates, top_k, logits)
+        t = self.options.timeout_s
+
+        async def chunk(s: slice) -> list[list[Label]]:
+            return await self.transport.classify([load_image(x) for x in images[s]], spec, model, t)
+
+        return [ranked for part in await self._map(len(images), chunk, progress, "classify") for ranked in part]
+
+    async def similarity(
+        self, left: Sequence[Input], right: Sequence[Input], *, model: str | None = None
+    ) -> Similarity:
+        """Cosine similarities and probabilities between two input lists (``left`` sent in chunks)."""
+        t = self.options.timeout_s
+        parts = await self._map(
+            len(left), lambda s: self.transport.similarity(left[s], right, model, t), None, "similarity"
+        )
+        return Similarity(parts[0].model, concat([p.cosine for p in parts]), concat([p.probabilities for p in parts]))
+
+    async def models(self) -> list[ModelInfo]:
+        """The served models; the first is the default."""
+        return await acall_with_retry(lambda: self.transport.models(self.options.timeout_s), self.options.retry)
+
+    async def close(self) -> None:
+        """Close the connections."""
+        await self.transport.close()
+
+    async def __aenter__(self) -> AsyncClipClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,101 @@
+"""What the client sends and returns, and the one-call transports it runs over (REST or gRPC).
+
+An input is a ``str`` (a text) or ``bytes`` (an encoded image). A transport makes one call with no
+retry and no chunking; ``ClipClient``/``AsyncClipClient`` add those on top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from service.runtime.base import ModelInfo
+
+Input = str | bytes  # a text, or an encoded image (JPEG, PNG, ...)
+
+
+@dataclass(frozen=True)
+class Label:
+    """One label and its score (softmax probability, or logit on request)."""
+
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """Cosine similarities (len(left), len(right)) and CLIP's softmax probabilities per left row."""
+
+    model: str
+    cosine: np.ndarray
+    probabilities: np.ndarray
+
+
+@dataclass(frozen=True)
+class ClassifySpec:
+    """The label side of a classify call: labels or a named label set, and how to score."""
+
+    labels: tuple[str, ...] = ()
+    label_set: str | None = None
+    templates: tuple[str, ...] = ()
+    top_k: int = 5
+    logits: bool = False
+
+
+class Transport(Protocol):
+    """One blocking call per method, to one server."""
+
+    def embed(self, inputs: Sequence[Input], model: str | None, timeout_s: float | None) -> np.ndarray:
+        """(len(inputs), D) float32 embeddings, row i for input i."""
+        ...
+
+    def classify(
+        self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
+    ) -> list[list[Label]]:
+        """Ranked labels per image."""
+        ...
+
+    def similarity(
+        self, left: Sequence[Input], right: Sequence[Input], model: str | None, timeout_s: float | None
+    ) -> Similarity:
+        """Similarity between two input lists."""
+        ...
+
+    def models(self, timeout_s: float | None) -> list[ModelInfo]:
+        """The served models, default first."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class AsyncTransport(Protocol):
+    """``Transport`` with coroutines."""
+
+    async def embed(self, inputs: Sequence[Input], model: str | None, timeout_s: float | None) -> np.ndarray:
+        """(len(inputs), D) float32 embeddings, row i for input i."""
+        ...
+
+    async def classify(
+        self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
+    ) -> list[list[Label]]:
+        """Ranked labels per image."""
+        ...
+
+    async def similarity(
+        self, left: Sequence[Input], right: Sequence[Input], model: str | None, timeout_s: float | None
+    ) -> Similarity:
+        """Similarity between two input lists."""
+        ...
+
+    async def models(self, timeout_s: float | None) -> list[ModelInfo]:
+        """The served models, default first."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
