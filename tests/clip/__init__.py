@@ -1,0 +1,1 @@
+"""Tests of service.clip: model config, tokenizer, preprocessing, encoders."""
