@@ -88,11 +88,12 @@ def resolve_model(name: str, model_dir: Path) -> ModelConfig:
     Raises NotFound when nothing matches.
     """
     entry = model_dir / name
+    local = Path(name)
+    for folder in (entry, local):  # an HF folder (model_dir / an absolute path is that path) is no entry
+        if (folder / CONFIG_FILE).is_file() and (folder / "preprocessor_config.json").exists():
+            return ModelConfig(name=folder.name, architecture="hf", weights=f"hf:{folder.resolve()}")
     if (entry / CONFIG_FILE).is_file():
         return read_config(entry)
-    local = Path(name)
-    if (local / CONFIG_FILE).is_file() and (local / "preprocessor_config.json").exists():
-        return ModelConfig(name=local.name, architecture="hf", weights=f"hf:{local.resolve()}")
     if (local / CONFIG_FILE).is_file():
         return read_config(local)
     arch, _, weights = name.partition(":")
