@@ -4,7 +4,8 @@ One ``Batcher`` per model and modality. Requests ``submit`` their items (already
 payloads: pixel arrays or token lists) onto one bounded queue. A forming task takes up to
 ``max_batch_size`` items, waiting at most ``max_delay_ms`` after the first, and hands the batch to
 an idle worker; each worker runs its compute function in a thread of its own, so the event loop
-stays free. While workers compute, the next batches form (one formed batch ahead per worker).
+stays free. While workers compute, the next batches form (one formed batch ahead per worker); a
+worker tops its batch up with items queued meanwhile when it takes it.
 
 Every accepted request ends with rows or an error: expired deadlines, cancelled clients, crashed
 batches (retried request by request, so one bad item fails only its own request) and shutdown.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,14 +23,17 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from service.batching.request import Item, Request, ThroughputMeter, check_rows, client_error
-from service.errors import DeadlineExceeded, LimitExceeded, Overloaded, Unavailable
+from service.batching.queue import ItemQueue
+from service.batching.request import Item, Request, check_rows, client_error
+from service.errors import DeadlineExceeded, Unavailable
 from service.metrics import Metrics
 
 P = TypeVar("P")
 ComputeFn = Callable[[list[Any]], np.ndarray]
 
 log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 5.0  # after the drain, how long stop() waits for compute calls already running
 
 
 @dataclass(frozen=True)
@@ -67,21 +70,19 @@ class Batcher(Generic[P]):
         self.model, self.modality = model, modality
         self._workers = list(workers)
         self._config = config
-        self._queue: deque[Item] = deque()
-        self._arrived = asyncio.Event()  # set when items are queued
-        self._formed: asyncio.Queue[list[Item]] = asyncio.Queue()
-        self._slots = asyncio.Semaphore(len(self._workers))  # formed-ahead batches allowed
-        self._pending: set[Request] = set()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._executors: list[ThreadPoolExecutor] = []
-        self._throughput = ThroughputMeter()
-        self._state = "new"  # new -> running -> closing -> stopped
         m = metrics or Metrics()
         labels = {"model": model, "modality": modality}
+        self._queue = ItemQueue(config.queue_size, f"model {model!r} ({modality})", m.queue_depth.labels(**labels))
+        self._formed: asyncio.Queue[list[Item]] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(len(self._workers))  # batches that may be formed ahead
+        self._pending: set[Request] = set()
+        self._computing: set[asyncio.Future[Any]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executors: list[ThreadPoolExecutor] = []
+        self._state = "new"  # new -> running -> closing -> stopped
         self._m_wait = m.queue_wait.labels(**labels)
         self._m_inference = m.inference.labels(**labels)
         self._m_batch = m.batch_size.labels(**labels)
-        self._m_depth = m.queue_depth.labels(**labels)
         self._m_items = m.items.labels(**labels)
         self._m_errors = m.batch_errors.labels(**labels)
         self._m_dropped = {r: m.dropped_items.labels(reason=r, **labels) for r in ("expired", "cancelled")}
@@ -109,9 +110,12 @@ class Batcher(Generic[P]):
         LimitExceeded when the request alone is larger than the queue, DeadlineExceeded when
         ``deadline`` (a ``time.monotonic()`` value) passes first, Unavailable when not started or
         shutting down, and InvalidInput/InferenceError when compute fails. Cancelling the awaiting
-        task drops the request's items that have not been computed yet.
+        task drops the request's items that have not been computed yet. No items: a (0, 0) array.
         """
-        self._admit(len(payloads))
+        if self._state != "running":
+            state = "not started" if self._state == "new" else "shutting down"
+            raise Unavailable(f"server is {state} (batcher for model {self.model!r}, {self.modality})")
+        self._queue.admit(len(payloads))
         if not payloads:
             return np.zeros((0, 0), dtype=np.float32)
         now = time.monotonic()
@@ -120,9 +124,7 @@ class Batcher(Generic[P]):
         request = Request(len(payloads), asyncio.get_running_loop().create_future(), deadline, now)
         self._pending.add(request)
         request.future.add_done_callback(lambda _: self._pending.discard(request))
-        self._queue.extend(Item(request, i, p) for i, p in enumerate(payloads))
-        self._m_depth.set(len(self._queue))
-        self._arrived.set()
+        self._queue.put(Item(request, i, p) for i, p in enumerate(payloads))
         return await self._wait(request)
 
     @property
@@ -133,41 +135,33 @@ class Batcher(Generic[P]):
     async def stop(self, drain_timeout_s: float = 0.0) -> None:
         """Refuse new items, finish queued ones (up to ``drain_timeout_s``), then stop the workers.
 
-        Requests still pending after the drain get Unavailable. A compute call already running in
-        a thread is not interrupted; its result is discarded.
+        Requests still pending after the drain get Unavailable. Compute calls already running in
+        a thread cannot be interrupted: stop waits for them (up to ``STOP_GRACE_S`` more) so that
+        the caller may release the model afterwards; their rows are discarded.
         """
         if self._state == "stopped":
             return
         self._state = "closing"
-        if self._pending and drain_timeout_s > 0:
-            await asyncio.wait([r.future for r in self._pending], timeout=drain_timeout_s)
+        await self._drain(time.monotonic() + drain_timeout_s)
         for request in list(self._pending):
             self._drop(request, None, Unavailable("server is shutting down"))
+        self._queue.clear()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._computing:
+            await asyncio.wait(self._computing, timeout=STOP_GRACE_S)
         for executor in self._executors:
             executor.shutdown(wait=False, cancel_futures=True)
         self._state = "stopped"
 
-    # -- admission and waiting ----------------------------------------------------------------
+    async def _drain(self, until: float) -> None:
+        """Wait until no request is pending and no compute runs, or until ``until``."""
+        while (self._pending or self._computing) and time.monotonic() < until:
+            waiting = {r.future for r in self._pending} | self._computing
+            await asyncio.wait(waiting, timeout=until - time.monotonic(), return_when=asyncio.FIRST_COMPLETED)
 
-    def _admit(self, count: int) -> None:
-        """Raise unless ``count`` items can be queued now."""
-        if self._state == "new":
-            raise Unavailable(f"batcher for model {self.model!r} ({self.modality}) is not started")
-        if self._state != "running":
-            raise Unavailable("server is shutting down")
-        size = self._config.queue_size
-        if count > size:
-            raise LimitExceeded(f"request has {count} items; the {self.modality} queue holds at most {size}")
-        excess = len(self._queue) + count - size
-        if excess > 0:
-            raise Overloaded(
-                f"queue full: {len(self._queue)} of {size} items waiting for model {self.model!r} "
-                f"({self.modality}); retry later",
-                retry_after_s=self._throughput.retry_after(excess),
-            )
+    # -- waiting and dropping -------------------------------------------------------------------
 
     async def _wait(self, request: Request) -> np.ndarray:
         """Await the request's rows until its deadline; cancellation drops its items."""
@@ -186,7 +180,7 @@ class Batcher(Generic[P]):
         self._drop(request, "expired", DeadlineExceeded(f"request timed out after {waited:.3f}s waiting in queue"))
 
     def _drop(self, request: Request, reason: str | None, error: BaseException | None) -> None:
-        """End a live request (with ``error``, or cancel it) and remove its queued items."""
+        """End a live request (with ``error``, or cancel it) and purge its queued items."""
         if not request.live:
             return
         request.drop_reason = reason
@@ -194,63 +188,39 @@ class Batcher(Generic[P]):
             request.future.cancel()
         else:
             request.fail(error)
-        before = len(self._queue)
-        self._queue = deque(item for item in self._queue if item.request is not request)
-        if reason is not None and before > len(self._queue):
-            self._m_dropped[reason].inc(before - len(self._queue))
-        self._m_depth.set(len(self._queue))
+        purged = self._queue.purge(request)
+        if reason is not None and purged:
+            self._m_dropped[reason].inc(purged)
 
-    # -- batch forming ----------------------------------------------------------------------
+    def _live(self, batch: list[Item]) -> list[Item]:
+        """The items still worth computing: drop those of expired or ended requests."""
+        now = time.monotonic()
+        live: list[Item] = []
+        for item in batch:
+            request = item.request
+            if request.live and request.expired(now):
+                self._expire(request)
+            if request.live:
+                live.append(item)
+            elif request.drop_reason is not None:
+                self._m_dropped[request.drop_reason].inc()
+        return live
+
+    # -- forming and computing ------------------------------------------------------------------
 
     async def _form_loop(self) -> None:
         """Form batches, at most one ahead per worker, for the workers to take."""
+        delay_s = self._config.max_delay_ms / 1000
         while True:
             await self._slots.acquire()
-            self._formed.put_nowait(await self._form_batch())
-
-    async def _form_batch(self) -> list[Item]:
-        """Up to ``max_batch_size`` items, waiting at most ``max_delay_ms`` after the first."""
-        limit = self._config.max_batch_size
-        batch: list[Item] = []
-        while not batch:
-            while not self._queue:
-                self._arrived.clear()
-                await self._arrived.wait()
-            batch = self._take(limit)
-        close_at = time.monotonic() + self._config.max_delay_ms / 1000
-        while len(batch) < limit:
-            if not self._queue and not await self._wait_arrival(close_at - time.monotonic()):
-                break
-            batch += self._take(limit - len(batch))
-        return batch
-
-    async def _wait_arrival(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for new items; False when none came."""
-        if timeout <= 0:
-            return False
-        self._arrived.clear()
-        try:
-            await asyncio.wait_for(self._arrived.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
-
-    def _take(self, limit: int) -> list[Item]:
-        taken: list[Item] = []
-        while self._queue and len(taken) < limit:
-            item = self._queue.popleft()
-            if item.request.live:
-                taken.append(item)
-        self._m_depth.set(len(self._queue))
-        return taken
-
-    # -- compute ------------------------------------------------------------------------------
+            self._formed.put_nowait(await self._queue.form(self._config.max_batch_size, delay_s))
 
     async def _work_loop(self, fn: ComputeFn, executor: ThreadPoolExecutor) -> None:
         """Take formed batches and compute them; never dies of a batch's failure."""
         while True:
             batch = await self._formed.get()
             self._slots.release()
+            batch += self._queue.take(self._config.max_batch_size - len(batch))  # top up: queued meanwhile
             try:
                 await self._run_batch(fn, executor, batch)
             except Exception as exc:  # a bug here must not stop the worker or leave futures pending
@@ -259,7 +229,7 @@ class Batcher(Generic[P]):
                     item.request.fail(client_error(exc, self.model, self.modality))
 
     async def _run_batch(self, fn: ComputeFn, executor: ThreadPoolExecutor, batch: list[Item]) -> None:
-        """Compute the live items of ``batch``; on failure retry request by request."""
+        """Compute the live items of ``batch``; when that raises, retry request by request."""
         items = self._live(batch)
         if not items:
             return
@@ -295,10 +265,12 @@ class Batcher(Generic[P]):
     async def _compute(self, fn: ComputeFn, executor: ThreadPoolExecutor, items: list[Item]) -> np.ndarray:
         """Run ``fn`` on the items' payloads in the worker's thread; check the rows it returns."""
         payloads = [item.payload for item in items]
-        loop = asyncio.get_running_loop()
         begin = time.perf_counter()
-        try:
-            rows = check_rows(await loop.run_in_executor(executor, fn, payloads), len(items), self.model, self.modality)
+        running = asyncio.get_running_loop().run_in_executor(executor, fn, payloads)
+        self._computing.add(running)
+        running.add_done_callback(self._computing.discard)
+        try:  # shielded: cancelling the worker (stop) must not hide that the thread still runs
+            rows = check_rows(await asyncio.shield(running), len(items), self.model, self.modality)
         except Exception:
             self._m_errors.inc()
             log.warning("batcher %s/%s: batch of %d failed", self.model, self.modality, len(items), exc_info=True)
@@ -307,22 +279,8 @@ class Batcher(Generic[P]):
             self._m_inference.observe(time.perf_counter() - begin)
             self._m_batch.observe(len(items))
         self._m_items.inc(len(items))
-        self._throughput.add(len(items))
+        self._queue.throughput.add(len(items))
         return rows
-
-    def _live(self, batch: list[Item]) -> list[Item]:
-        """The items still worth computing: drop those of expired or ended requests."""
-        now = time.monotonic()
-        live: list[Item] = []
-        for item in batch:
-            request = item.request
-            if request.live and request.expired(now):
-                self._expire(request)
-            if request.live:
-                live.append(item)
-            elif request.drop_reason is not None:
-                self._m_dropped[request.drop_reason].inc()
-        return live
 
     @staticmethod
     def _deliver(items: list[Item], rows: np.ndarray) -> None:

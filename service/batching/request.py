@@ -1,10 +1,8 @@
-"""The batcher's bookkeeping: one pending request, its queued items, and a throughput meter."""
+"""The batcher's bookkeeping: one pending request, its items, and how compute results are checked."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -83,27 +81,3 @@ def check_rows(rows: Any, count: int, model: str, modality: str) -> np.ndarray:
             f"for {count} items"
         )
     return array
-
-
-class ThroughputMeter:
-    """Items computed per second over a sliding window, to suggest a retry delay when full."""
-
-    def __init__(self, window_s: float = 10.0) -> None:
-        self._window_s = window_s
-        self._events: deque[tuple[float, int]] = deque()
-
-    def add(self, items: int) -> None:
-        """Record ``items`` computed now."""
-        now = time.monotonic()
-        self._events.append((now, items))
-        while self._events and self._events[0][0] < now - self._window_s:
-            self._events.popleft()
-
-    def retry_after(self, excess_items: int, default_s: float = 1.0) -> float:
-        """Seconds until ``excess_items`` should have left the queue at the recent rate."""
-        now = time.monotonic()
-        recent = sum(n for t, n in self._events if t >= now - self._window_s)
-        if recent == 0:
-            return default_s
-        rate = recent / self._window_s
-        return float(min(30.0, max(0.05, excess_items / rate)))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from service.batching import Batcher, BatcherConfig
+from service.batching.queue import ThroughputMeter
 from service.errors import (
     DeadlineExceeded,
     InferenceError,
@@ -112,6 +113,15 @@ async def test_next_batch_forms_while_compute_runs(make_batcher: MakeHarness) ->
     assert h.fake.batches == [[1.0], [2.0, 3.0], [4.0]]
 
 
+async def test_batch_formed_ahead_is_topped_up_when_taken(make_batcher: MakeHarness) -> None:
+    h = await make_batcher(max_batch_size=4, max_delay_ms=0)
+    first, second = await occupy(h, [2.0])  # formed ahead alone: no delay to wait for company
+    third = await submitted(h.batcher, [3.0, 4.0])
+    h.fake.gate.set()
+    await asyncio.gather(first, second, third)
+    assert h.fake.batches == [[1.0], [2.0, 3.0, 4.0]]
+
+
 async def test_workers_share_the_queue(make_batcher: MakeHarness) -> None:
     h = await make_batcher(workers=2, max_batch_size=1, max_delay_ms=0)
     for fake in h.fakes:
@@ -160,6 +170,17 @@ async def test_expired_items_never_reach_compute(make_batcher: MakeHarness) -> N
     assert h.fake.seen == {1.0, 4.0}
     if in_time:  # one dropped from the batch formed ahead, one from the queue
         assert h.metric("clipserve_dropped_items_total", reason="expired") == 2
+
+
+async def test_deadline_ends_the_wait_while_compute_runs(make_batcher: MakeHarness) -> None:
+    h = await make_batcher()
+    h.fake.gate.clear()
+    slow = await submitted(h.batcher, [1.0], deadline=time.monotonic() + 0.05)
+    assert await h.fake.next_call() == [1.0]
+    with pytest.raises(DeadlineExceeded):
+        await asyncio.wait_for(slow, 5)  # the compute is still blocked: the client is not
+    h.fake.gate.set()
+    np.testing.assert_array_equal(await h.batcher.submit([2.0]), rows([2.0]))
 
 
 async def test_past_deadline_is_refused_at_once(make_batcher: MakeHarness) -> None:
@@ -263,11 +284,14 @@ async def test_stop_fails_what_is_left_after_the_drain_timeout(make_batcher: Mak
     h.fake.gate.clear()
     tasks = [await submitted(h.batcher, [float(i)]) for i in range(4)]
     await h.fake.next_call()
-    await h.batcher.stop(drain_timeout_s=0.01)
+    stopping = asyncio.create_task(h.batcher.stop(drain_timeout_s=0.01))
     for task in tasks:  # computing, formed ahead and queued: all end, none hangs
         with pytest.raises(Unavailable, match="shutting down"):
             await task
     assert h.batcher.depth == 0
+    assert not stopping.done()  # stop waits for the compute call still running in its thread
+    h.fake.gate.set()
+    await asyncio.wait_for(stopping, 5)
 
 
 async def test_metrics_describe_the_batches(make_batcher: MakeHarness) -> None:
@@ -290,3 +314,11 @@ async def test_submit_before_start_and_empty_requests() -> None:
     await batcher.stop()
     with pytest.raises(ValueError):
         BatcherConfig(max_batch_size=0)
+
+
+def test_retry_after_follows_recent_throughput() -> None:
+    meter = ThroughputMeter(window_s=10.0)
+    assert meter.retry_after(5) == 1.0  # nothing measured yet: the default
+    meter.add(100)  # 10 items/s over the window
+    assert meter.retry_after(20) == pytest.approx(2.0)
+    assert meter.retry_after(10_000) == 30.0  # capped
