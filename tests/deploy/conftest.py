@@ -1,0 +1,116 @@
+"""Fixtures for the deployment tests: the repository root, rendered kustomize overlays, a live server."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAYS = ("cpu", "gpu")
+FAKE_MODEL = "deploy-fake"
+STARTUP_DEADLINE_S = 120.0  # a guard against a server that never comes up, not a timing assertion
+
+
+def kustomize(directory: Path) -> list[dict]:
+    """``kubectl kustomize DIR``: every rendered manifest (skips when kubectl is not installed)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: cannot render the kustomize overlays")
+    out = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"kubectl kustomize {directory} failed:\n{out.stderr}"
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+# ids are not the bare overlay names: the root conftest skips tests carrying a "gpu" keyword.
+@pytest.fixture(scope="session", params=OVERLAYS, ids=[f"overlay-{o}" for o in OVERLAYS])
+def overlay(request: pytest.FixtureRequest) -> tuple[str, list[dict]]:
+    """(name, rendered manifests) of each overlay under deploy/k8s/overlays."""
+    return request.param, kustomize(ROOT / "deploy" / "k8s" / "overlays" / request.param)
+
+
+def find(manifests: list[dict], kind: str, name: str | None = None) -> dict:
+    """The one manifest of ``kind`` (and ``name``)."""
+    found = [m for m in manifests if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tiny_png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 24), (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """GET /metrics of a running ``python -m service serve`` (fake model), after a good and a bad request."""
+    if importlib.util.find_spec("service.app") is None or importlib.util.find_spec("service.__main__") is None:
+        pytest.skip("the server (service.app and `python -m service`) does not exist yet")
+    models = tmp_path_factory.mktemp("models")
+    (models / FAKE_MODEL).mkdir()
+    config = {"name": FAKE_MODEL, "architecture": "fake", "backend": "fake", "embed_dim": 16,
+              "image_size": 32, "logit_scale": 100.0}
+    (models / FAKE_MODEL / "config.json").write_text(json.dumps(config))
+    port = _free_port()
+    log_path = models / "server.log"
+    env = {**os.environ, "CLIPSERVE_MODEL_DIR": str(models), "CLIPSERVE_LOG_LEVEL": "WARNING"}
+    cmd = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--grpc-port", "0", "--model", FAKE_MODEL]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield from _exercise(proc, f"http://127.0.0.1:{port}", log_path)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _exercise(proc: subprocess.Popen, base: str, log_path: Path) -> Iterator[str]:
+    import base64
+
+    with httpx.Client(base_url=base, timeout=30) as client:
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        while True:
+            assert proc.poll() is None, f"server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}"
+            assert time.monotonic() < deadline, f"server not ready:\n{log_path.read_text()[-4000:]}"
+            try:
+                if client.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        image = base64.b64encode(_tiny_png()).decode()
+        good = client.post("/embed", json={"inputs": [{"text": "a photo of a dog"}, {"image": image}]})
+        assert good.status_code == 200, good.text
+        bad = client.post("/embed", json={"inputs": [{"image": "this is not base64!"}]})
+        assert 400 <= bad.status_code < 500, bad.text
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        yield metrics.text
