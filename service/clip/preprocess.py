@@ -17,7 +17,7 @@ Where this differs from the reference, on purpose:
 * Animated images (GIF, APNG, WebP, multi-frame TIFF) use their first frame, which is what
   ``Image.open`` shows the reference too.
 * Mode ``La`` (greyscale with premultiplied alpha, from some TIFFs), where the reference's
-  ``convert('RGB')`` raises, is un-premultiplied to ``LA`` first, then converted like ``LA``.
+  ``convert('RGB')`` raises, is un-premultiplied to ``LA`` first and then processed as ``LA`` is.
 * Optional JPEG draft mode (``draft=True``, off by default): libjpeg decodes at 1/2, 1/4 or 1/8 scale
   while keeping the shortest side >= the target, then the reference resize runs on the exact source
   area (Pillow's draft box). Faster on large photos, not bit-identical: see docs/benchmarks.md.
@@ -152,6 +152,8 @@ class ImagePreprocessor:
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """The reference steps on a PIL image: resize shortest side, center crop, RGB, normalise."""
         s = self.config.image_size
+        if image.mode == "La":  # the reference's convert('RGB') raises for La: un-premultiply, then as LA
+            image = image.convert("LA")
         width, height = image.size
         new_size = resized_size(width, height, s)
         if new_size != image.size:
@@ -159,8 +161,6 @@ class ImagePreprocessor:
         top = round((new_size[1] - s) / 2.0)  # torchvision's CenterCrop (round half to even)
         left = round((new_size[0] - s) / 2.0)
         image = image.crop((left, top, left + s, top + s))
-        if image.mode == "La":  # the reference's convert('RGB') raises for La: un-premultiply first
-            image = image.convert("LA")
         if image.mode != "RGB":
             image = image.convert("RGB")
         pixels = np.asarray(image)
@@ -183,7 +183,8 @@ class ImagePreprocessor:
         except Image.DecompressionBombError as e:
             raise LimitExceeded(f"image rejected as a decompression bomb: {e}") from e
         except UnidentifiedImageError as e:
-            raise InvalidInput(f"not an image in a supported format ({', '.join(self.formats)})") from e
+            formats = ", ".join(self.formats)
+            raise InvalidInput(f"not an image: unknown format or corrupt header (supported: {formats})") from e
         except Exception as e:
             raise InvalidInput(f"cannot read the image header: {e}") from e
         width, height = image.size
