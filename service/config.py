@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     onnx_providers: str = Field(
         "", description="Comma-separated ONNX Runtime providers in order of preference (empty: best available)."
     )
+    onnx_graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="ONNX Runtime graph optimisation level."
+    )
+    onnx_memory_arena: bool = Field(True, description="ONNX Runtime's CPU memory arena (off: less memory held).")
     warmup: bool = Field(True, description="Warm each model up before reporting ready.")
     cache_dir: Path | None = Field(None, description="Where downloaded weights are cached.")
 

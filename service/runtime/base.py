@@ -55,3 +55,23 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release resources (sessions, GPU memory)."""
         ...
+
+
+def check_pixels(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    """A backend's image batch, validated: contiguous float32 (N, 3, S, S); InvalidInput otherwise."""
+    from service.errors import InvalidInput
+
+    if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, image_size, image_size):
+        raise InvalidInput(f"image batch must be (N, 3, {image_size}, {image_size}), got {tuple(pixels.shape)}")
+    return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
+def check_tokens(tokens: np.ndarray, context_length: int) -> np.ndarray:
+    """A backend's token batch, validated: contiguous int64 (N, L), 1 <= L <= context; InvalidInput otherwise."""
+    from service.errors import InvalidInput
+
+    if tokens.ndim != 2 or not 0 < tokens.shape[1] <= context_length:
+        raise InvalidInput(
+            f"token batch must be (N, L) with 1 <= L <= {context_length}, got {tuple(tokens.shape)}"
+        )
+    return np.ascontiguousarray(tokens, dtype=np.int64)
