@@ -1,8 +1,10 @@
 """EmbedStream: bulk embedding over one bidirectional stream, with a bounded in-flight window.
 
 A reader task takes one request message at a time and starts its item only after taking a slot
-of the window (a semaphore). While the window is full the reader stops reading, so gRPC's own
-flow control pushes back on the client instead of the batcher queue filling up. Each item is its
+of the window (a semaphore); the slot frees when the item's response has been sent. While the
+window is full the reader stops reading, so gRPC's own flow control pushes back on a fast client
+instead of the batcher queue filling up, and a client that reads slowly cannot make the server
+buffer more than the window either. Each item is its
 own engine call (the batcher groups them into batches); results go out in completion order,
 tagged with the client's id. A failed item yields an error response for its id; the stream goes
 on. When the call ends early (client cancel, deadline) every pending item task is cancelled, which
@@ -26,6 +28,7 @@ from service.grpc.wire import vector_to_bytes
 
 log = logging.getLogger(__name__)
 _DONE = None
+_ENGINE_FIELD = "inputs[0]"  # how the engine names the one item of each call; errors name the id instead
 
 
 class EmbedStreamer:
@@ -43,13 +46,14 @@ class EmbedStreamer:
     ) -> pb.EmbedStreamResponse:
         """One item's response: its embedding, or the error that stopped it."""
         try:
-            item = item_from_pb(request.item, f"item {request.id!r}")
+            item = item_from_pb(request.item, _ENGINE_FIELD)
             result = await self.engine.embed(
                 [item], model=model_arg(request.model), timeout_s=time_left(), protocol=self.protocol
             )
         except ClipServeError as error:
             code = status_of(error).value[0]
-            return pb.EmbedStreamResponse(id=request.id, error=pb.ItemError(code=code, message=error.message))
+            message = f"item {request.id!r}: {error.message.removeprefix(_ENGINE_FIELD + ': ')}"
+            return pb.EmbedStreamResponse(id=request.id, error=pb.ItemError(code=code, message=message))
         except Exception:
             log.exception("EmbedStream item %r failed", request.id)
             code = grpc.StatusCode.INTERNAL.value[0]
@@ -70,9 +74,11 @@ class EmbedStreamer:
 
         async def work(request: pb.EmbedStreamRequest) -> None:
             try:
-                out.put_nowait(await self.embed_one(request, time_left))
-            finally:
+                response = await self.embed_one(request, time_left)
+            except BaseException:
                 slots.release()
+                raise
+            out.put_nowait(response)  # its slot frees once the response is sent
 
         async def read() -> None:
             try:
@@ -90,6 +96,7 @@ class EmbedStreamer:
         try:
             while (response := await out.get()) is not _DONE:
                 yield response
+                slots.release()
             await reader  # re-raise what stopped the reader, if anything
         finally:
             reader.cancel()
