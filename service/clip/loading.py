@@ -40,7 +40,8 @@ OPENAI_ARCH = "openai"  # architecture inferred from an OpenAI-layout checkpoint
 HF_ARCH = "hf"
 HF_PREFIX = "hf:"
 FINGERPRINT_CHARS = 16
-_OPENAI_JIT_KEYS = ("input_resolution", "context_length", "vocab_size")
+# Not weights: OpenAI's TorchScript archives carry these ints; a scripted model also saves the causal mask.
+_NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 _PREPROCESS_FIELDS = {"image_size", "mean", "std", "interpolation", "resize_mode", "context_length"}
 _DEFAULT_PREPROCESS: dict[str, Any] = {"interpolation": "bicubic", "resize_mode": "shortest"}
 
@@ -171,10 +172,11 @@ def build_model(model_cfg: dict[str, Any], quick_gelu: bool = False, seed: int =
 def load_weights(model: Any, path: Path, infer_openai: bool = False) -> Any:
     """Load a checkpoint file into ``model`` (or build the model from it with ``infer_openai``)."""
     import open_clip
+    from open_clip.model import build_model_from_openai_state_dict
 
     if infer_openai or model is None:
         state_dict = read_state_dict(path)
-        model = open_clip.build_model_from_openai_state_dict(dict(state_dict), cast_dtype=None)
+        model = build_model_from_openai_state_dict(dict(state_dict), cast_dtype=None)
         model.float()  # it loads through fp16 parameters; load again in fp32 so no bit is lost
         _load_state_dict(model, state_dict)
     elif is_torchscript(path):
@@ -194,14 +196,14 @@ def is_torchscript(path: Path) -> bool:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a plain state dict (TorchScript, safetensors or torch.save)."""
-    import open_clip
     import torch
+    from open_clip.factory import load_state_dict
 
     if is_torchscript(path):
         state_dict = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
     else:
-        state_dict = dict(open_clip.load_state_dict(str(path), device="cpu"))
-    for key in _OPENAI_JIT_KEYS:
+        state_dict = dict(load_state_dict(str(path), device="cpu"))
+    for key in _NON_WEIGHT_KEYS:
         state_dict.pop(key, None)
     return state_dict
 
