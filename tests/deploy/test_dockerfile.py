@@ -3,6 +3,7 @@ and the build context is an allow-list. (No container engine here: images are no
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import ROOT
+from tests.deploy.conftest import ROOT, free_port
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -82,3 +83,26 @@ def test_dockerignore_is_an_allow_list() -> None:
     copies = re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), re.M)
     for source in (s for c in copies for s in c.split()):
         assert source.rstrip("/") in allowed, f"COPY {source} is not in the .dockerignore allow-list"
+
+
+def _healthcheck(stage: str) -> list[str]:
+    """The HEALTHCHECK's exec-form command of a stage (continuation lines joined)."""
+    text = stage.replace("\\\n", " ")
+    match = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])\s*$", text, re.M)
+    assert match, "no exec-form HEALTHCHECK"
+    command: list[str] = json.loads(match[1])
+    return command
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"], ids=["target-cpu", "target-gpu"])
+def test_healthcheck_command_against_a_live_server(target: str, live_server: str) -> None:
+    """The image's HEALTHCHECK command, run as is (python's urllib), passes against a ready server and
+    fails where nothing answers."""
+    command = _healthcheck(_stages()[target])
+    assert command[0] == "python"
+    argv = [sys.executable, *command[1:]]
+    port = live_server.rsplit(":", 1)[1]
+    ok = subprocess.run(argv, env={"CLIPSERVE_PORT": port}, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    down = subprocess.run(argv, env={"CLIPSERVE_PORT": str(free_port())}, capture_output=True, text=True, timeout=30)
+    assert down.returncode != 0

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.conftest import ROOT, find, kustomize
+from tests.deploy.conftest import ROOT, check_settings, find, kustomize
 
 # Oldest supported release (the preStop `sleep` action needs 1.30) and the newest schemas installed.
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version() + ".0")
@@ -185,3 +185,8 @@ def test_gpu_overlay_schedules_on_gpus() -> None:
     cpu = kustomize(ROOT / "deploy" / "k8s" / "overlays" / "cpu")
     assert "nvidia.com/gpu" not in _container(cpu)["resources"].get("limits", {})
     assert _settings(cpu)["CLIPSERVE_DEVICE"] == "cpu"
+
+
+def test_config_map_holds_valid_settings(overlay: tuple[str, list[dict]], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, manifests = overlay
+    check_settings(_settings(manifests), monkeypatch)
