@@ -48,7 +48,8 @@ FROM ${CUDA_IMAGE} AS gpu
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin clipserve
+    && groupadd --system --gid 10001 clipserve \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin clipserve
 COPY --from=gpu-build /opt/venv /opt/venv
 COPY models/clipserve-demo /models/clipserve-demo
 ENV PATH=/opt/venv/bin:$PATH \
@@ -95,7 +96,8 @@ RUN if [ "$WITH_TORCH" = "1" ]; then \
 # ---------------------------------------------------------------------------------------------------
 # CPU runtime image.
 FROM ${PYTHON_IMAGE} AS cpu
-RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin clipserve
+RUN groupadd --system --gid 10001 clipserve \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin clipserve
 COPY --from=cpu-build /opt/venv /opt/venv
 COPY models/clipserve-demo /models/clipserve-demo
 # Nothing is written under / at run time (Kubernetes mounts the root file system read-only): caches of
