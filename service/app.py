@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api.errors import install_error_handlers
-from service.api.middleware import RequestContextMiddleware
+from service.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.api.routes import classify, embed, health, models, similarity
 from service.config import Settings
 from service.engine import Engine
@@ -74,11 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="clipserve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)  # added last: outermost
     install_error_handlers(app)
     for module in (embed, classify, similarity, models, health):
         app.include_router(module.router)

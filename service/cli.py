@@ -1,4 +1,4 @@
-"""The ``clipserve`` command: ``serve``, ``eval``, ``export``, ``bench``.
+"""The ``clipserve`` command: ``serve``, ``eval``, ``export``, ``bench``, ``client``.
 
 Each subcommand lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``;
 only the chosen one is imported, so ``clipserve serve`` with the ONNX backend never imports torch.

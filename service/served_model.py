@@ -8,6 +8,7 @@ is warmed up before the server reports ready.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -23,6 +24,12 @@ from service.metrics import Metrics
 from service.runtime.base import Backend, ModelInfo
 
 log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=8)
+def shared_tokenizer(context_length: int) -> Tokenizer:
+    """One tokenizer per context length for the whole process (it is thread-safe; loading takes ~0.5 s)."""
+    return Tokenizer(context_length)
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:
@@ -52,7 +59,7 @@ class ServedModel:
         self.config: ModelConfig = getattr(self.backends[0], "config", config)
         self.info: ModelInfo = self.backends[0].info
         self.name = self.info.name
-        self.tokenizer = Tokenizer(self.info.context_length)
+        self.tokenizer = shared_tokenizer(self.info.context_length)
         self.preprocessor = ImagePreprocessor(
             PreprocessConfig.from_model_config(self.config),
             max_pixels=settings.max_image_pixels,

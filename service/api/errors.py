@@ -3,7 +3,8 @@
 - ``ClipServeError`` (from the engine): its kind's status; 429 with ``Retry-After``.
 - Request validation (pydantic): 422 naming each bad field (``inputs[2].image: invalid base64...``);
   malformed JSON: 400 with the parser's reason and position.
-- Starlette HTTP errors (404 unknown path, 405, 413 body over ``max_body_bytes``, 401 bad API key).
+- Starlette HTTP errors: 404 unknown path, 405, 401 bad API key, 413 body over ``max_body_bytes``
+  (raised by the body-limit middleware while the body streams in).
 - Anything else: 500 with a generic message; the traceback goes to the log.
 """
 
@@ -83,10 +84,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     message = str(exc.detail)
-    if exc.status_code == 413:
-        limit = request.app.state.settings.max_body_bytes
-        message = f"request body is larger than the limit of {limit} bytes (max_body_bytes)"
-    elif exc.status_code == 404:
+    if exc.status_code == 404:
         message = f"no such endpoint: {request.method} {request.url.path}"
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"

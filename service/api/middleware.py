@@ -1,4 +1,4 @@
-"""Request middleware (pure ASGI): request id, one access log line, and request metrics.
+"""Request middleware (pure ASGI): request id, access log and metrics; the request body size limit.
 
 The request id comes from the client's ``X-Request-ID`` (when usable) or is generated; it is set in
 ``service.logs.REQUEST`` for every log line of the request and echoed in the response header.
@@ -13,8 +13,10 @@ import logging
 import time
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.errors import error_response
 from service.logs import REQUEST, RequestContext, new_request_id
 from service.metrics import Metrics
 
@@ -59,3 +61,39 @@ class RequestContextMiddleware:
                        "duration_ms": round(duration * 1000, 3)},
             )
             REQUEST.reset(token)
+
+
+class BodyLimitMiddleware:
+    """413 for a body over ``max_bytes``: at once by ``Content-Length``, else while it streams in.
+
+    (FastAPI's own ``max_body_size`` answers in plain text, not in the API's error format.)
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def message(self) -> str:
+        """What the client is told."""
+        return f"request body is larger than the limit of {self.max_bytes} bytes (max_body_bytes)"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(413, self.message())(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:  # raised inside body parsing: the error handlers answer
+                    raise HTTPException(413, self.message())
+            return message
+
+        await self.app(scope, limited_receive, send)
