@@ -138,7 +138,7 @@ class ImagePreprocessor:
             raise LimitExceeded(f"image rejected as a decompression bomb: {e}") from e
         except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, ValueError, EOFError...
             raise InvalidInput(f"cannot decode {image.format} image (corrupt or truncated): {e}") from e
-        orientation = image.getexif().get(_EXIF_ORIENTATION)
+        orientation = _orientation(image)
         if orientation in _ORIENT:
             if box is not None:
                 box = _ORIENT[orientation][1](box, *image.size)
@@ -151,6 +151,12 @@ class ImagePreprocessor:
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """The reference steps on a PIL image: resize shortest side, center crop, RGB, normalise."""
+        try:
+            return self._preprocess(image)
+        except (ValueError, OSError) as e:  # Pillow: a mode it cannot resize or convert
+            raise InvalidInput(f"cannot preprocess a mode {image.mode} image: {e}") from e
+
+    def _preprocess(self, image: Image.Image) -> np.ndarray:
         s = self.config.image_size
         if image.mode == "La":  # the reference's convert('RGB') raises for La: un-premultiply, then as LA
             image = image.convert("LA")
@@ -197,8 +203,17 @@ class ImagePreprocessor:
 
     def _draft(self, image: Image.Image) -> Box | None:
         """Ask libjpeg for a 1/2, 1/4 or 1/8 scale decode that keeps both sides >= the target."""
-        if image.format != "JPEG":
+        if image.format not in ("JPEG", "MPO"):  # MPO: multi-picture JPEG (some cameras and phones)
             return None
         s = self.config.image_size
         drafted = image.draft(image.mode, (s, s))
         return None if drafted is None else drafted[1]
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation tag, or None where it is absent or the EXIF block is unreadable."""
+    try:
+        value = image.getexif().get(_EXIF_ORIENTATION)
+    except Exception:  # a corrupt EXIF block: keep the pixels as stored, as browsers do
+        return None
+    return value if isinstance(value, int) else None

@@ -174,6 +174,28 @@ def test_exif_orientation_applied(photos: dict[str, bytes], orientation: int) ->
         assert not np.array_equal(out, reference(224)(Image.open(io.BytesIO(data))))
 
 
+@pytest.mark.parametrize(
+    "exif_block",
+    [b"Exif\x00\x00" + b"\xff" * 30, b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff" + b"\x00" * 10,
+     b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x09\x00\x00"],
+)  # fmt: skip
+def test_corrupt_or_invalid_exif_is_ignored(photos: dict[str, bytes], exif_block: bytes) -> None:
+    data = photos["n02002724_black_stork"]
+    app1 = b"\xff\xe1" + struct.pack(">H", len(exif_block) + 2) + exif_block
+    data = data[:2] + app1 + data[2:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Pillow: "Corrupt EXIF data"
+        assert_same(ours(32)(data), reference(32)(Image.open(io.BytesIO(data))))
+
+
+def test_mpo_first_frame_and_draft(photos: dict[str, bytes]) -> None:
+    big = Image.open(io.BytesIO(photos["n03109150_corkscrew"]))
+    data = encode(big, "MPO", save_all=True, append_images=[big.transpose(Image.Transpose.ROTATE_180)])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    assert_same(ours(224)(data), reference(224)(Image.open(io.BytesIO(data))))
+    assert ours(224, draft=True).decode(data).size == (224, 298)  # decoded at 1/4, then resized
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L", "P"])
 def test_one_pixel_image(mode: str) -> None:
     data = encode(Image.new(mode, (1, 1), 77 if mode != "RGB" else (10, 200, 30)), "PNG")
