@@ -111,6 +111,8 @@ def _pretrained_tag(config: ModelConfig, tag: str, cache_dir: Path | str | None)
             f"of {config.architecture!r} (known tags: {', '.join(known) or 'none'})"
         )
     path = open_clip.download_pretrained(pcfg, cache_dir=str(cache_dir) if cache_dir else None)
+    if not path:
+        raise NotFound(f"model {config.name!r}: open_clip has no download for {config.architecture}:{tag}")
     preprocess = {k: pcfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in pcfg}
     return WeightSource("file", Path(path), preprocess, quick_gelu=bool(pcfg.get("quick_gelu", False)))
 
@@ -128,6 +130,8 @@ def arch_config(config: ModelConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         data = json.loads(path.read_text())
         return dict(data.get("model_cfg", data)), dict(data.get("preprocess_cfg", {}))
     if config.architecture == OPENAI_ARCH:
+        if config.weights is None:
+            raise NotFound(f"model {config.name!r}: architecture 'openai' is read off a checkpoint; give one")
         return {}, {}  # inferred from the checkpoint in load_weights
     import open_clip
 
@@ -282,6 +286,9 @@ def complete_config(
         "interpolation": values["interpolation"],
         "resize_mode": values["resize_mode"],
     }
+    for key, allowed in (("interpolation", ("bicubic", "bilinear")), ("resize_mode", ("shortest",))):
+        if found[key] not in allowed:
+            raise ValueError(f"model {config.name!r}: {key} {found[key]!r} is not supported ({', '.join(allowed)})")
     explicit = config.model_fields_set
     for key in ("image_size", "context_length"):
         if key in explicit and getattr(config, key) != found[key]:
@@ -295,7 +302,7 @@ def complete_config(
     update["precision"] = precision
     data = config.model_dump()
     data.update(update)
-    return ModelConfig.model_validate(data)  # validates interpolation / resize_mode values
+    return ModelConfig.model_validate(data)
 
 
 def fingerprint(config: ModelConfig, weights: Mapping[str, torch.Tensor] | Path | str) -> str:

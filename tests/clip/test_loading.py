@@ -143,6 +143,7 @@ def test_openai_state_dict_infers_the_architecture(
     assert_same(model, inputs, expected)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 @pytest.mark.parametrize("architecture", ["openai", "tiny-vit"])
 def test_openai_torchscript_archive(
     folder: Path, reference: tuple[Any, ModelConfig], inputs: Any, expected: Any, architecture: str
@@ -265,3 +266,14 @@ def test_hugging_face_folder_without_weights(tmp_path: Path, hf_folder: tuple[Pa
     (tmp_path / "config.json").write_text((hf_folder[0] / "config.json").read_text())
     with pytest.raises(NotFound, match="no weights"):
         load_clip(ModelConfig(name="x", architecture="hf", weights=f"hf:{tmp_path}"))
+
+
+def test_openai_architecture_needs_a_checkpoint() -> None:
+    with pytest.raises(NotFound, match="architecture 'openai' is read off a checkpoint"):
+        load_clip(ModelConfig(name="o", architecture="openai"))
+
+
+def test_unsupported_preprocessing_is_named(folder: Path) -> None:
+    (folder / "squash.json").write_text(json.dumps({"model_cfg": TINY_VIT, "preprocess_cfg": {"resize_mode": "squash"}}))
+    with pytest.raises(ValueError, match="resize_mode 'squash' is not supported"):
+        load_clip(ModelConfig(name="s", architecture="x", arch_config="squash.json", path=folder))
