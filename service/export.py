@@ -137,9 +137,11 @@ def _to_fp16(path: Path) -> None:
     """Convert a graph's weights and compute to float16 in place, keeping float32 inputs and outputs."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
-    model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
-    onnx.save(model, str(path))
+    model = OnnxModel(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True))
+    model.topological_sort()  # the converter appends its input casts after their consumers
+    onnx.save(model.model, str(path))
     onnx.checker.check_model(str(path))
 
 
@@ -231,13 +233,19 @@ def export_towers(model: Any, config: ModelConfig, out_dir: Path, options: Expor
 
 
 def onnx_config(config: ModelConfig, files: OnnxFiles, name: str, out_dir: Path) -> ModelConfig:
-    """The config of the exported model: same preprocessing, backend ``onnx``, weights kept reachable."""
-    weights = config.weights
-    if weights and config.path is not None and config.path.resolve() != out_dir.resolve():
-        candidate = config.resolve(weights)
-        if candidate.exists():  # a checkpoint relative to the source folder: keep it reachable
-            weights = str(candidate.resolve())
-    update = {"name": name, "backend": "onnx", "onnx": files, "weights": weights, "path": out_dir}
+    """The config of the exported model: same preprocessing, backend ``onnx``, torch still able to load it.
+
+    Exported to another folder, a custom architecture file is copied along and a checkpoint that was
+    relative to the source folder becomes an absolute path.
+    """
+    update: dict[str, Any] = {"name": name, "backend": "onnx", "onnx": files, "path": out_dir}
+    if config.path is not None and config.path.resolve() != out_dir.resolve():
+        if config.arch_config is not None:
+            arch = config.resolve(config.arch_config)
+            shutil.copyfile(arch, out_dir / arch.name)
+            update["arch_config"] = arch.name
+        if config.weights and config.resolve(config.weights).exists():
+            update["weights"] = str(config.resolve(config.weights).resolve())
     return config.model_copy(update=update)
 
 

@@ -129,7 +129,12 @@ class OnnxBackend:
     def _session(self, path: Path, providers: list[str], precision: str, input_name: str,
                  shape: tuple[int, ...]) -> ort.InferenceSession:
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = GRAPH_LEVELS[self.options.graph_optimization]
+        level = self.options.graph_optimization
+        if precision == "fp16" and level == "all":
+            # onnxruntime 1.32's CPU layout passes (level "all") crash on fp16 graphs, and a GPU
+            # provider that fails to start falls back to the CPU; "extended" is all a GPU uses anyway.
+            level = "extended"
+        opts.graph_optimization_level = GRAPH_LEVELS[level]
         opts.enable_cpu_mem_arena = self.options.memory_arena
         opts.log_severity_level = 3  # errors only; fallbacks are reported here instead
         if self.options.threads > 0:
