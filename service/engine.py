@@ -375,6 +375,6 @@ class Engine:
 def _item_error(exc: BaseException, where: str) -> ClipServeError:
     """The error of one item, prefixed with its place (``inputs[3]: ...``)."""
     if isinstance(exc, ClipServeError):
-        return ClipServeError(f"{where}: {exc.message}", kind=exc.kind)
+        return type(exc)(f"{where}: {exc.message}", kind=exc.kind, retry_after_s=exc.retry_after_s)
     log.warning("%s: image decoding raised %s: %s", where, type(exc).__name__, exc)
     return InvalidInput(f"{where}: not a valid image: {type(exc).__name__}: {exc}")
