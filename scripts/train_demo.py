@@ -164,13 +164,29 @@ def save(model: torch.nn.Module, args: argparse.Namespace, meta: dict[str, Any])
     return out
 
 
+def write_model_config(out: Path) -> Path:
+    """Write ``out/config.json`` (a clipserve ModelConfig) for the fp16 weights saved in ``out``."""
+    from safetensors.torch import load_file
+
+    from service.clip.model_config import ModelConfig, write_config
+
+    arch = json.loads((out / "arch.json").read_text())
+    scale = load_file(str(out / "weights.safetensors"))["logit_scale"].float().exp().item()
+    config = ModelConfig(
+        name="clipserve-demo", architecture="clipserve-demo-rn", arch_config="arch.json",
+        weights="weights.safetensors", image_size=32, mean=MEAN, std=STD, context_length=77,
+        precision="fp32", backend="torch", embed_dim=arch["embed_dim"], logit_scale=round(scale, 4),
+    )
+    return write_config(config, out)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train.tar and test.tar")
     p.add_argument("--out", default=str(REPO / "models" / "clipserve-demo"))
     p.add_argument("--cache", type=Path, default=Path("/tmp/clipserve-demo-cache"), help="decoded .npz cache")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--wd", type=float, default=0.1)
@@ -180,10 +196,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--text-width", type=int, default=64)
     p.add_argument("--text-heads", type=int, default=2)
     p.add_argument("--text-layers", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="1: a second thread stalls badly on a busy machine")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-images", type=int, default=2000, help="test images for the per-epoch check")
     p.add_argument("--max-steps", type=int, default=0, help="stop early (timing trials)")
+    p.add_argument("--write-config", action="store_true", help="only (re)write config.json for --out's weights")
     return p.parse_args(argv)
 
 
@@ -193,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     from open_clip.loss import ClipLoss
 
     args = parse_args(argv)
+    if args.write_config:
+        print(write_model_config(Path(args.out)))
+        return 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     start = time.time()
@@ -253,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         save(model, args, meta)
         if args.max_steps and step >= args.max_steps:
             break
+    write_model_config(Path(args.out))
     print(f"done in {time.time() - start:.0f}s", flush=True)
     return 0
 
