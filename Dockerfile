@@ -19,6 +19,13 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------------------------------------------
+# The model repository baked into both images: the demo model, readable by the non-root user whatever
+# its mode in the build context (a training run may leave its weights 0600).
+FROM ${PYTHON_IMAGE} AS models
+COPY models/clipserve-demo /models/clipserve-demo
+RUN chmod -R a+rX,go-w /models
+
+# ---------------------------------------------------------------------------------------------------
 # GPU build stage.
 FROM ${CUDA_IMAGE} AS gpu-build
 ARG ONNXRUNTIME_GPU_VERSION=1.31.1
@@ -51,7 +58,7 @@ RUN apt-get update \
     && groupadd --system --gid 10001 clipserve \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin clipserve
 COPY --from=gpu-build /opt/venv /opt/venv
-COPY models/clipserve-demo /models/clipserve-demo
+COPY --from=models /models /models
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -99,7 +106,7 @@ FROM ${PYTHON_IMAGE} AS cpu
 RUN groupadd --system --gid 10001 clipserve \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin clipserve
 COPY --from=cpu-build /opt/venv /opt/venv
-COPY models/clipserve-demo /models/clipserve-demo
+COPY --from=models /models /models
 # Nothing is written under / at run time (Kubernetes mounts the root file system read-only): caches of
 # downloaded weights go to /tmp (an emptyDir there), and byte code is compiled at install time.
 ENV PATH=/opt/venv/bin:$PATH \

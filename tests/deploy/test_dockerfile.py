@@ -54,9 +54,15 @@ def test_runtime_targets(target: str) -> None:
     assert "HEALTHCHECK" in stage and "urllib" in stage and "/readyz" in stage
     assert "CLIPSERVE_HOST=0.0.0.0" in stage
     assert "CLIPSERVE_MODEL_DIR=/models" in stage
-    assert re.search(r"^COPY models/clipserve-demo /models/clipserve-demo", stage, re.M)
+    assert re.search(r"^COPY --from=models /models /models$", stage, re.M)
     assert re.search(r'^ENTRYPOINT \["clipserve"\]', stage, re.M)
     assert "EXPOSE 8000 50051" in stage
+
+
+def test_demo_model_is_baked_in_readable() -> None:
+    stage = _stages()["models"]
+    assert re.search(r"^COPY models/clipserve-demo /models/clipserve-demo$", stage, re.M)
+    assert re.search(r"^RUN chmod -R a\+rX", stage, re.M)
 
 
 def test_cpu_image_has_no_cuda_and_gpu_image_has() -> None:
