@@ -19,7 +19,7 @@ def sample(engine: Engine, name: str, **labels: str) -> float:
 
 
 async def test_mixed_inputs_keep_their_order(engine: Engine) -> None:
-    items = [TextItem("a"), ImageItem(photo(1)), TextItem("b"), ImageItem(photo(2)), ImageItem(photo(1))]
+    items: list[Item] = [TextItem("a"), ImageItem(photo(1)), TextItem("b"), ImageItem(photo(2)), ImageItem(photo(1))]
     result = await engine.embed(items)
     assert result.model == "fake" and result.embeddings.shape == (5, 32) and result.dimension == 32
     for i, item in enumerate(items):

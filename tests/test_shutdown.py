@@ -1,0 +1,52 @@
+"""Graceful shutdown of the real server process: SIGTERM drains, then the process exits 0."""
+
+from __future__ import annotations
+
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from tests.api.helpers import write_model
+from tests.api.server_process import ServerProcess
+
+IN_FLIGHT = 5
+
+
+def in_flight(url: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith('clipserve_requests_in_flight{protocol="rest"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_sigterm_unready_first_then_in_flight_requests_finish_and_exit_0(tmp_path: Path) -> None:
+    # Each batch of the slow fake model takes 0.7 s and holds one item: 5 requests keep it busy ~3.5 s.
+    write_model(tmp_path, "slow", weights="delay_ms=700")
+    server = ServerProcess(tmp_path / "server.log", "--model", "slow", "--model-dir", str(tmp_path),
+                           "--max-batch-size", "1", "--no-warmup", "--drain-timeout-s", "120")
+    try:
+        server.wait_ready()
+        with ThreadPoolExecutor(IN_FLIGHT) as pool:
+            calls = [
+                pool.submit(httpx.post, f"{server.url}/embed", json={"inputs": [{"text": f"t{i}"}]}, timeout=120)
+                for i in range(IN_FLIGHT)
+            ]
+            while in_flight(server.url) < IN_FLIGHT:  # every request accepted and waiting on the model
+                time.sleep(0.05)
+            server.proc.send_signal(signal.SIGTERM)
+            while (ready := httpx.get(f"{server.url}/readyz", timeout=5)).status_code == 200:
+                time.sleep(0.02)
+            pending_when_unready = sum(not c.done() for c in calls)
+            late = httpx.post(f"{server.url}/embed", json={"inputs": [{"text": "late"}]}, timeout=30)
+            responses = [c.result() for c in calls]
+        assert ready.status_code == 503 and ready.json() == {"status": "draining"}
+        assert pending_when_unready > 0, "readiness turned false only after the requests finished"
+        assert late.status_code == 503 and late.json()["error"]["type"] == "unavailable"
+        assert [r.status_code for r in responses] == [200] * IN_FLIGHT, [r.text for r in responses]
+        assert all(len(r.json()["data"][0]["embedding"]) == 32 for r in responses)
+        assert server.proc.wait(timeout=120) == 0, server.log.read_text()
+    finally:
+        server.stop()
