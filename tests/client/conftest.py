@@ -21,9 +21,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="session")
 def busy_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A server that overloads easily: 150 ms per one-item batch, room for one waiting item."""
+    """A server that overloads easily: 250 ms per one-item batch, room for one waiting item."""
     repo = tmp_path_factory.mktemp("busy-repo")
-    write_model(repo, "slow", options="delay_ms=150")
+    write_model(repo, "slow", options="delay_ms=250")
     server = LiveServer(make_settings(repo, model="slow", max_batch_size=1, queue_size=1)).start()
     yield server
     server.stop()

@@ -54,9 +54,14 @@ def slow_repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def busy(slow_repo: Path) -> AsyncIterator[tuple[Engine, pb_grpc.ClipServiceStub, asyncio.Future[Any], float]]:
-    """A slow one-item-per-batch server already computing a "blocker" call (engine, stub, blocker, count before)."""
-    settings = make_settings(slow_repo, model="slow", max_batch_size=1)
+async def busy(tmp_path: Path) -> AsyncIterator[tuple[Engine, pb_grpc.ClipServiceStub, asyncio.Future[Any], float]]:
+    """A one-item-per-batch server already computing a 1 s "blocker" call (engine, stub, blocker, count before).
+
+    The second long enough that the calls under test end (deadline, cancel) while the blocker still
+    computes, even on a busy machine.
+    """
+    write_model(tmp_path, "slow", options="delay_ms=1000")
+    settings = make_settings(tmp_path, model="slow", max_batch_size=1)
     async with grpc_server(settings) as (engine, handle), grpc.aio.insecure_channel(handle.address) as channel:
         stub = pb_grpc.ClipServiceStub(channel)
         before = _computed(engine)  # the start-up check computed one item
@@ -74,7 +79,7 @@ async def test_short_deadline_gives_deadline_exceeded_and_expired_items_are_neve
     assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert (await blocker).embeddings.rows == 1
     await _wait_for(lambda: engine.in_flight == 0 and _dropped(engine) == 3)
-    await asyncio.sleep(0.5)  # a worker would have computed a leftover batch by now
+    await asyncio.sleep(1.2)  # a worker would have computed a leftover batch by now
     assert _computed(engine) - before == 1  # the blocker only
 
 
@@ -90,7 +95,7 @@ async def test_client_cancel_reaches_the_engine_and_drops_the_items(
     await _wait_for(lambda: engine.in_flight == 1)  # the handler's engine await was cancelled
     await blocker
     await _wait_for(lambda: engine.in_flight == 0)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.2)
     assert _computed(engine) - before == 1
     assert counter(engine, "clipserve_dropped_items_total", model="slow", modality="text", reason="cancelled") == 3
     assert (await stub.Embed(_texts("still serving"), timeout=10)).embeddings.rows == 1

@@ -115,7 +115,7 @@ async def test_the_window_bounds_items_in_flight_on_a_slow_model(tmp_path: Path)
 
 
 async def test_cancelling_a_stream_cancels_its_pending_items(tmp_path: Path) -> None:
-    write_model(tmp_path, "slow", options="delay_ms=200")
+    write_model(tmp_path, "slow", options="delay_ms=500")
     settings = make_settings(tmp_path, model="slow", max_batch_size=1)
     async with grpc_server(settings) as (engine, handle), grpc.aio.insecure_channel(handle.address) as channel:
         stub = pb_grpc.ClipServiceStub(channel)
