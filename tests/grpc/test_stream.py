@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import pytest
 
 from service.engine import EmbedResult, Engine, Item
 from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
@@ -132,3 +133,22 @@ async def test_cancelling_a_stream_cancels_its_pending_items(tmp_path: Path) -> 
             "clipserve_items_embedded_total", {"model": "slow", "modality": "text"}
         )
         assert computed is not None and computed <= 2 + stream_window(settings)  # far fewer than the 20 sent
+
+
+async def test_a_stream_past_its_deadline_ends_with_deadline_exceeded(tmp_path: Path) -> None:
+    write_model(tmp_path, "slow", options="delay_ms=500")
+    settings = make_settings(tmp_path, model="slow", max_batch_size=1)
+    async with grpc_server(settings) as (engine, handle), grpc.aio.insecure_channel(handle.address) as channel:
+        stub = pb_grpc.ClipServiceStub(channel)
+        requests = [pb.EmbedStreamRequest(id=str(i), item=pb.Item(text=f"d{i}")) for i in range(6)]
+        call = stub.EmbedStream(iter(requests), timeout=0.3)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for _ in call:
+                pass
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        for _ in range(100):
+            if engine.in_flight == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert engine.in_flight == 0  # the stream's pending items were dropped
+        assert (await stub.Embed(pb.EmbedRequest(items=[pb.Item(text="after")]), timeout=10)).embeddings.rows == 1
