@@ -157,3 +157,42 @@ def test_cache_is_thread_safe() -> None:
         t.join()
     assert not errors
     assert len(cache) == 8 and cache.hits + cache.misses == 8 * 40
+
+
+def test_demo_model_classifies_cifar10_zero_shot() -> None:
+    """End to end with the bundled demo model: the cifar10 label set ranks real CIFAR-10 test images."""
+    import tarfile
+
+    from service.clip.model_config import read_config
+    from service.clip.preprocess import ImagePreprocessor, PreprocessConfig
+    from service.clip.tokenizer import Tokenizer, pad_batch
+    from service.config import REPO_MODELS_DIR
+    from service.runtime.torch_backend import TorchBackend
+    from tests.shared_data import require_cifar10
+
+    entry = REPO_MODELS_DIR / "clipserve-demo"
+    if not (entry / "config.json").is_file():
+        pytest.skip(f"demo model not found at {entry}")
+    classes, templates = get_label_set("cifar10")
+    per_class = 10
+    datas, truth = [], []
+    with tarfile.open(require_cifar10() / "test.tar") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if member.isfile() and len(parts) == 3 and truth.count(classes.index(parts[1])) < per_class:
+                datas.append(tar.extractfile(member).read())  # type: ignore[union-attr]
+                truth.append(classes.index(parts[1]))
+            if len(truth) == per_class * len(classes):
+                break
+    backend = TorchBackend(read_config(entry))
+    tokenizer = Tokenizer(backend.info.context_length)
+    pre = ImagePreprocessor(PreprocessConfig.from_model_config(backend.config), max_pixels=1_000_000)
+    class_emb = class_embeddings(
+        classes, templates, lambda texts: backend.encode_texts(pad_batch([tokenizer.encode(t) for t in texts]))
+    )
+    top, probs = classify(backend.encode_images(pre.stack([pre(d) for d in datas])), class_emb,
+                          backend.info.logit_scale, top_k=3)
+    accuracy = float(np.mean(top[:, 0] == np.asarray(truth)))
+    assert len(truth) == per_class * len(classes)
+    assert accuracy >= 0.5, f"top-1 accuracy {accuracy:.2f} on {len(truth)} images (chance 0.10)"
+    assert np.all(np.diff(probs, axis=1) <= 0)
