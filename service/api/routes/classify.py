@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from service.api.deps import EngineDep, require_api_key
+from service.api.disconnect import unless_disconnected
 from service.api.routes.embed import ERRORS
 from service.api.schemas import ClassifyRequest, ClassifyResponse, ClassifyResult, LabelScore
 
@@ -12,13 +13,14 @@ router = APIRouter(tags=["zero-shot"], dependencies=[Depends(require_api_key)])
 
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, summary="Zero-shot classification")
-async def classify(body: ClassifyRequest, engine: EngineDep) -> ClassifyResponse:
+async def classify(body: ClassifyRequest, engine: EngineDep, request: Request) -> ClassifyResponse:
     """Rank labels (or a built-in label set) for each image; scores are softmax probabilities
     over all labels, or logits with ``return_logits``."""
-    result = await engine.classify(
+    call = engine.classify(
         body.images, labels=body.labels, templates=body.templates, label_set=body.label_set,
         top_k=body.top_k, logits=body.return_logits, model=body.model,
     )
+    result = await unless_disconnected(request, call)
     return ClassifyResponse(
         model=result.model,
         results=[

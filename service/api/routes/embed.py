@@ -6,9 +6,10 @@ import base64
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
 from service.api.deps import EngineDep, require_api_key
+from service.api.disconnect import unless_disconnected
 from service.api.schemas import Embedding, EmbedRequest, EmbedResponse, ErrorResponse
 from service.engine import EmbedResult, ImageItem, Item, TextItem
 
@@ -31,21 +32,23 @@ def embed_response(result: EmbedResult, encoding: str) -> EmbedResponse:
 
 
 @router.post("/embed", response_model=EmbedResponse, responses=ERRORS, summary="Embed texts and images")
-async def embed(body: EmbedRequest, engine: EngineDep) -> EmbedResponse:
+async def embed(body: EmbedRequest, engine: EngineDep, request: Request) -> EmbedResponse:
     """Embed texts and base64 images (mixed allowed); one L2-normalised embedding per input, in order."""
     items: list[Item] = [
         TextItem(item.text) if item.text is not None else ImageItem(item.image or b"") for item in body.inputs
     ]
-    return embed_response(await engine.embed(items, model=body.model), body.encoding)
+    result = await unless_disconnected(request, engine.embed(items, model=body.model))
+    return embed_response(result, body.encoding)
 
 
 @router.post("/embed/upload", response_model=EmbedResponse, responses=ERRORS, summary="Embed uploaded image files")
 async def embed_upload(
     engine: EngineDep,
+    request: Request,
     files: Annotated[list[UploadFile], File(description="Image files (multipart/form-data), one embedding each.")],
     model: Annotated[str | None, Form(description="Model id; the default when omitted.")] = None,
     encoding: Annotated[Literal["float", "base64"], Form(description="'float' or 'base64'.")] = "float",
 ) -> EmbedResponse:
     """Embed image files sent as ``multipart/form-data`` (field ``files``, repeated); results in file order."""
     items: list[Item] = [ImageItem(await f.read()) for f in files]
-    return embed_response(await engine.embed(items, model=model), encoding)
+    return embed_response(await unless_disconnected(request, engine.embed(items, model=model)), encoding)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from service.api.deps import EngineDep, require_api_key
+from service.api.disconnect import unless_disconnected
 from service.api.routes.embed import ERRORS
 from service.api.schemas import InputItem, SimilarityRequest, SimilarityResponse
 from service.engine import ImageItem, Item, TextItem
@@ -30,11 +31,11 @@ router = APIRouter(tags=["similarity"], dependencies=[Depends(require_api_key)])
 
 
 @router.post("/similarity", response_model=SimilarityResponse, responses=ERRORS, summary="Similarity matrices")
-async def similarity(body: SimilarityRequest, engine: EngineDep) -> SimilarityResponse:
+async def similarity(body: SimilarityRequest, engine: EngineDep, request: Request) -> SimilarityResponse:
     """Cosine similarity of every row item with every column item, and per row the softmax over
     columns of logit_scale x cosine (CLIP's probabilities)."""
     left, right = sides(body)
-    result = await engine.similarity(left, right, model=body.model)
+    result = await unless_disconnected(request, engine.similarity(left, right, model=body.model))
     return SimilarityResponse(
         model=result.model, cosine=result.cosine.tolist(), probabilities=result.probabilities.tolist()
     )
