@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ def test_sigterm_unready_first_then_in_flight_requests_finish_and_exit_0(tmp_pat
     # Each batch of the slow fake model takes 0.7 s and holds one item: 5 requests keep it busy ~3.5 s.
     write_model(tmp_path, "slow", weights="delay_ms=700")
     server = ServerProcess(tmp_path / "server.log", "--model", "slow", "--model-dir", str(tmp_path),
-                           "--max-batch-size", "1", "--no-warmup", "--drain-timeout-s", "120")
+                           "--max-batch-size", "1", "--no-warmup", "--drain-timeout-s", "120", "--log-json")
     try:
         server.wait_ready()
         with ThreadPoolExecutor(IN_FLIGHT) as pool:
@@ -48,5 +49,9 @@ def test_sigterm_unready_first_then_in_flight_requests_finish_and_exit_0(tmp_pat
         assert [r.status_code for r in responses] == [200] * IN_FLIGHT, [r.text for r in responses]
         assert all(len(r.json()["data"][0]["embedding"]) == 32 for r in responses)
         assert server.proc.wait(timeout=120) == 0, server.log.read_text()
+        logs = [json.loads(line) for line in server.log.read_text().splitlines() if line.strip()]  # all JSON
+        served = [e for e in logs if e["logger"] == "clipserve.access" and e["route"] == "embed"]
+        assert sorted(e["status"] for e in served) == [200] * IN_FLIGHT + [503]
+        assert len({e["request_id"] for e in served}) == IN_FLIGHT + 1
     finally:
         server.stop()

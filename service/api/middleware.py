@@ -57,8 +57,8 @@ class RequestContextMiddleware:
                 self.metrics.request_duration.labels(route=route, protocol="rest").observe(duration)
             access_log.info(
                 "%s %s %d %.1fms", scope["method"], scope["path"], status, duration * 1000,
-                extra={"method": scope["method"], "path": scope["path"], "route": route, "status": status,
-                       "duration_ms": round(duration * 1000, 3)},
+                extra={"request_id": ctx.request_id, "method": scope["method"], "path": scope["path"], "route": route,
+                       "status": status, "duration_ms": round(duration * 1000, 3)},
             )
             REQUEST.reset(token)
 
