@@ -17,6 +17,7 @@ import argparse
 import logging
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,17 +167,6 @@ def _quantize_int8(path: Path) -> None:
     tmp.replace(path)
 
 
-def _stamp(path: Path, meta: dict[str, str]) -> None:
-    """Record model facts (embedding size, logit scale...) as ONNX metadata, for serving without config."""
-    import onnx
-
-    model = onnx.load(str(path))
-    for key, value in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(path))
-
-
 def _image_checks(size: int) -> list[torch.Tensor]:
     """Inputs at batch sizes other than the export's, to catch a baked-in batch size."""
     import torch
@@ -206,8 +196,6 @@ def export_towers(model: Any, config: ModelConfig, out_dir: Path, options: Expor
     image_tower, text_tower = _towers(model, config.context_length)
     onnx_dir = out_dir / ONNX_DIR
     onnx_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"embed_dim": str(config.embed_dim), "logit_scale": repr(config.logit_scale),
-            "architecture": config.architecture, "precision": options.precision}
     with tempfile.TemporaryDirectory(dir=onnx_dir) as tmp:
         image_tmp, text_tmp = Path(tmp) / IMAGE_FILE, Path(tmp) / TEXT_FILE
         batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
@@ -218,16 +206,17 @@ def export_towers(model: Any, config: ModelConfig, out_dir: Path, options: Expor
         tokens = torch.ones(2, config.context_length, dtype=torch.long)
         tokens[:, -1] = vocab_size - 1  # a non-degenerate argmax while exporting
         _export_graph(text_tower, tokens, text_tmp, "tokens", {0: batch, 1: sequence}, options.opset)
+        log.info("exported both towers; checking them against torch")
         _verify(image_tower, _image_checks(config.image_size), image_tmp, "pixels")
         _verify(text_tower, _token_checks(config.context_length, vocab_size), text_tmp, "tokens")
         for path in (image_tmp, text_tmp):
+            log.info("%s: %s%s", path.name, options.precision, " (optimised)" if options.optimize else "")
             if options.precision == "fp16":
                 _to_fp16(path)
             if options.optimize:
                 _optimize(path)
             if options.precision == "int8":
                 _quantize_int8(path)
-            _stamp(path, meta)
             shutil.move(str(path), onnx_dir / path.name)
     return OnnxFiles(image=f"{ONNX_DIR}/{IMAGE_FILE}", text=f"{ONNX_DIR}/{TEXT_FILE}", precision=options.precision)
 
@@ -291,20 +280,24 @@ def run(args: argparse.Namespace) -> int:
     from service.config import Settings
     from service.errors import ClipServeError
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     model_dir: Path = args.model_dir or Settings().model_dir
     if args.opset < MIN_OPSET:
-        print(f"error: --opset must be {MIN_OPSET} or later")
+        print(f"error: --opset must be {MIN_OPSET} or later", file=sys.stderr)
         return 2
+    if args.optimize and args.precision == "fp16":
+        print("error: --optimize saves a graph optimised for the CPU provider; fp16 is for GPUs", file=sys.stderr)
+        return 2
+    options = ExportOptions(precision=args.precision, optimize=args.optimize, opset=args.opset)
     try:
         config = resolve_model(args.model, model_dir)
-    except ClipServeError as e:
-        print(f"error: {e.message}")
+        in_repo = config.path is not None and config.path.parent.resolve() == model_dir.resolve()
+        name = args.name or (config.name if in_repo else default_name(args.model))
+        out_dir = model_dir / name
+        exported = export_model(config, out_dir, name, options, args.cache_dir)
+    except (ClipServeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    in_repo = config.path is not None and config.path.parent.resolve() == model_dir.resolve()
-    name = args.name or (config.name if in_repo else default_name(args.model))
-    out_dir = model_dir / name
-    options = ExportOptions(precision=args.precision, optimize=args.optimize, opset=args.opset)
-    exported = export_model(config, out_dir, name, options, args.cache_dir)
     assert exported.onnx is not None
     files = [exported.resolve(exported.onnx.image), exported.resolve(exported.onnx.text)]
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in files)
