@@ -40,8 +40,10 @@ _PLAIN = std_re.compile(r"[\t\n\r\x20-\x25\x27-\x7e]*")
 _WORDS = regex.compile(
     rf"{SOT}|{EOT}|'s|'t|'re|'ve|'m|'ll|'d|[\p{{L}}]+|[\p{{N}}]|[^\s\p{{L}}\p{{N}}]+", regex.IGNORECASE
 )
+# Whole-text cache: 8192 texts of at most 2048 characters (the server's max_text_chars is 2000), so the
+# keys hold at most ~16 MB of ASCII (~64 MB in the worst, astral-plane case); longer texts bypass it.
 _TEXT_CACHE_SIZE = 8192
-_TEXT_CACHE_MAX_CHARS = 2048  # longer texts are not cached (bounds the memory the cache keys hold)
+_TEXT_CACHE_MAX_CHARS = 2048
 _WORD_CACHE_SIZE = 1 << 17
 
 
