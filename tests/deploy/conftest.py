@@ -8,11 +8,7 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,13 +46,6 @@ def find(manifests: list[dict], kind: str, name: str | None = None) -> dict:
     return found[0]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _tiny_png() -> bytes:
     from PIL import Image
 
@@ -71,48 +60,31 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     request."""
     if importlib.util.find_spec("service.app") is None or importlib.util.find_spec("service.__main__") is None:
         pytest.skip("the server (service.app and `python -m service`) does not exist yet")
+    from tests.api.server_process import ServerProcess
+
     models = tmp_path_factory.mktemp("models")
     (models / FAKE_MODEL).mkdir()
     config = {"name": FAKE_MODEL, "architecture": "fake", "backend": "fake", "embed_dim": 16,
               "image_size": 32, "logit_scale": 100.0}
     (models / FAKE_MODEL / "config.json").write_text(json.dumps(config))
-    port = free_port()
-    log_path = models / "server.log"
-    env = {**os.environ, "CLIPSERVE_MODEL_DIR": str(models), "CLIPSERVE_LOG_LEVEL": "WARNING"}
-    cmd = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--grpc-port", "0", "--model", FAKE_MODEL]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess(models / "server.log", "--model-dir", str(models), "--model", FAKE_MODEL,
+                           "--log-level", "WARNING")
     try:
-        yield from _exercise(proc, f"http://127.0.0.1:{port}", log_path)
+        server.wait_ready(STARTUP_DEADLINE_S)
+        _exercise(server.url)
+        yield server.url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        server.stop()
 
 
-def _exercise(proc: subprocess.Popen, base: str, log_path: Path) -> Iterator[str]:
+def _exercise(base: str) -> None:
+    """One good embed (a text and an image) and one bad request, so that error series exist."""
     with httpx.Client(base_url=base, timeout=30) as client:
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
-        while True:
-            assert proc.poll() is None, f"server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}"
-            assert time.monotonic() < deadline, f"server not ready:\n{log_path.read_text()[-4000:]}"
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
         image = base64.b64encode(_tiny_png()).decode()
         good = client.post("/embed", json={"inputs": [{"text": "a photo of a dog"}, {"image": image}]})
         assert good.status_code == 200, good.text
         bad = client.post("/embed", json={"inputs": [{"image": "this is not base64!"}]})
         assert 400 <= bad.status_code < 500, bad.text
-    yield base
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import ROOT, free_port
+from tests.api.server_process import free_port
+from tests.deploy.conftest import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 
