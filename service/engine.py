@@ -130,10 +130,14 @@ class Engine:
             lambda: ServedModel(config, create_backends(config, self.settings), self.settings, self.metrics)
         )
         self.metrics.model_load.labels(model=served.name).set(time.perf_counter() - begin)
-        if self.settings.warmup:
-            seconds = await asyncio.to_thread(served.warmup)
-            self.metrics.model_warmup.labels(model=served.name).set(seconds)
-        await served.start()
+        try:
+            if self.settings.warmup:
+                seconds = await asyncio.to_thread(served.warmup)
+                self.metrics.model_warmup.labels(model=served.name).set(seconds)
+            await served.start()
+        except BaseException:
+            await served.stop(0)
+            raise
         info = served.info
         log.info(
             "model %s loaded: backend=%s device=%s precision=%s dimension=%d in %.2fs",
@@ -164,6 +168,8 @@ class Engine:
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no call is in flight, at most ``timeout_s``; True when idle."""
+        if self._in_flight == 0:
+            return True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except asyncio.TimeoutError:
