@@ -329,7 +329,10 @@ class Engine:
         limit = self.settings.max_text_chars
         if len(text) > limit:
             raise InvalidInput(f"{where}: text has {len(text)} characters; the limit is {limit} (max_text_chars)")
-        return served.tokenizer.encode(text)
+        try:
+            return served.tokenizer.encode(text)
+        except Exception as exc:  # not seen in practice (ftfy repairs even lone surrogates): still a 4xx
+            raise InvalidInput(f"{where}: cannot tokenize this text: {type(exc).__name__}") from exc
 
     async def _embed_items(
         self, served: ServedModel, items: Sequence[Item], field: str, deadline: float

@@ -99,11 +99,12 @@ async def test_edge_images_are_embedded(client: httpx.AsyncClient, make: Any) ->
     assert row.shape == (32,) and abs(float(np.linalg.norm(row)) - 1) < 1e-5
 
 
-async def test_empty_string_is_embedded(client: httpx.AsyncClient) -> None:
-    r = await client.post("/embed", json={"inputs": [{"text": ""}, {"text": " "}]})
+async def test_empty_string_and_odd_text_are_embedded(client: httpx.AsyncClient) -> None:
+    r = await client.post("/embed", json={"inputs": [{"text": ""}, {"text": " "}, {"text": "\ud800 \x00 \u200b"}]})
     assert r.status_code == 200, r.text
     rows = [floats(d["embedding"]) for d in r.json()["data"]]
     np.testing.assert_array_equal(rows[0], rows[1])  # both clean to the empty text
+    assert rows[2].shape == (32,)
 
 
 async def test_bad_and_edge_requests_never_break_the_batch_of_good_ones(client: httpx.AsyncClient) -> None:
