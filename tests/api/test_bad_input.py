@@ -100,7 +100,8 @@ async def test_edge_images_are_embedded(client: httpx.AsyncClient, make: Any) ->
 
 
 async def test_empty_string_and_odd_text_are_embedded(client: httpx.AsyncClient) -> None:
-    r = await client.post("/embed", json={"inputs": [{"text": ""}, {"text": " "}, {"text": "\ud800 \x00 \u200b"}]})
+    body = rb'{"inputs": [{"text": ""}, {"text": " "}, {"text": "\ud800 \u0000 \u200b"}]}'  # a lone surrogate
+    r = await client.post("/embed", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 200, r.text
     rows = [floats(d["embedding"]) for d in r.json()["data"]]
     np.testing.assert_array_equal(rows[0], rows[1])  # both clean to the empty text
