@@ -13,8 +13,8 @@ Example (the command in the model card)::
 
 Speed tricks, each exact: the dataset is decoded once into a uint8 array (cached under /tmp); there
 are only 180 distinct captions, so every step embeds just the distinct captions of the batch, and
-only over the positions the longest caption needs (CLIP's causal mask makes later positions
-irrelevant to the end-of-text feature).
+only over the positions the longest caption needs (``service.clip.text.encode_text_trimmed``: CLIP's
+causal mask makes later positions irrelevant to the end-of-text feature).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from service.clip.text import encode_text_trimmed
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10"
@@ -102,20 +104,6 @@ def augment(batch: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Te
     idx = torch.arange(n)[:, None, None]
     # NHWC gather then an NCHW view of it: channels_last, the fast layout for oneDNN convolutions
     return padded.permute(0, 2, 3, 1)[idx, rows, cols].permute(0, 3, 1, 2)
-
-
-def encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
-    """open_clip ``CLIP.encode_text`` over only the positions up to the last end-of-text token.
-
-    Exact for CLIP's causal text tower: the feature at the end-of-text token never sees later positions.
-    """
-    n = int(tokens.argmax(dim=-1).max()) + 1
-    tokens = tokens[:, :n]
-    x = model.token_embedding(tokens) + model.positional_embedding[:n]
-    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
-    x = model.ln_final(x)
-    x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
-    return x @ model.text_projection
 
 
 @torch.no_grad()
@@ -204,6 +192,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train images and labels, and the seeded test subset for the per-epoch check."""
+    args.cache.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = load_split(args.data / "train.tar", args.cache / "train.npz")
+    test_x, test_y = load_split(args.data / "test.tar", args.cache / "test.npz")
+    pick = np.random.default_rng(args.seed).permutation(len(test_x))[: args.eval_images]
+    return train_x, train_y, test_x[pick], test_y[pick]
+
+
+def train_step(
+    model: Any, opt: torch.optim.Optimizer, loss_fn: Any, tokens: torch.Tensor,
+    images: np.ndarray, labels: np.ndarray, gen: torch.Generator, lr: float,
+) -> float:
+    """One contrastive step on a batch; each image gets a random template of its class as caption."""
+    batch = augment(to_input(torch.from_numpy(images)), gen)
+    cap = torch.from_numpy(labels) * len(TEMPLATES) + torch.randint(0, len(TEMPLATES), (len(images),), generator=gen)
+    uniq, inverse = torch.unique(cap, return_inverse=True)
+    text = F.normalize(encode_text_trimmed(model, tokens[uniq]), dim=-1)[inverse]
+    image = F.normalize(model.encode_image(batch), dim=-1)
+    loss = loss_fn(image, text, model.logit_scale.exp())
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return float(loss.item())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train, checkpointing (and checking zero-shot accuracy on a test subset) after every epoch."""
     import open_clip
@@ -216,26 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     start = time.time()
-    args.cache.mkdir(parents=True, exist_ok=True)
-    train_x, train_y = load_split(args.data / "train.tar", args.cache / "train.npz")
-    test_x, test_y = load_split(args.data / "test.tar", args.cache / "test.npz")
-    pick = np.random.default_rng(args.seed).permutation(len(test_x))[: args.eval_images]
-    test_x, test_y = test_x[pick], test_y[pick]
+    train_x, train_y, test_x, test_y = load_data(args)
     print(f"data: {len(train_x)} train, {len(test_x)} check images ({time.time() - start:.0f}s)", flush=True)
-
     model = open_clip.model.CLIP(**arch_config(args))
     model.visual.to(memory_format=torch.channels_last)  # ~4x faster fwd+bwd on CPU (measured)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params: {n_params / 1e6:.2f}M (fp16 file ~{2 * n_params / 1e6:.1f} MB)", flush=True)
     tokenizer = open_clip.get_tokenizer("RN50")  # the standard CLIP BPE tokenizer (vocab 49408)
-    captions = [t.format(c) for c in CLASSES for t in TEMPLATES]  # caption id = class * 18 + template
-    tokens = tokenizer(captions)
-    loss_fn = ClipLoss()
-    opt = make_optimizer(model, args.lr, args.wd)
-    gen = torch.Generator().manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    tokens = tokenizer([t.format(c) for c in CLASSES for t in TEMPLATES])  # caption id = class * 18 + template
+    loss_fn, opt = ClipLoss(), make_optimizer(model, args.lr, args.wd)
+    gen, rng = torch.Generator().manual_seed(args.seed), np.random.default_rng(args.seed)
     steps_per_epoch = len(train_x) // args.batch_size
     total = args.epochs * steps_per_epoch
+    last = min(total, args.max_steps or total)
     history: list[dict[str, float]] = []
     step, train_start = 0, time.time()
     model.train()
@@ -243,26 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         order = rng.permutation(len(train_x))
         for b in range(steps_per_epoch):
             idx = order[b * args.batch_size : (b + 1) * args.batch_size]
-            images = augment(to_input(torch.from_numpy(train_x[idx])), gen)
-            labels = torch.from_numpy(train_y[idx])
-            cap = labels * len(TEMPLATES) + torch.randint(0, len(TEMPLATES), (len(idx),), generator=gen)
-            uniq, inverse = torch.unique(cap, return_inverse=True)
-            text = F.normalize(encode_text_trimmed(model, tokens[uniq]), dim=-1)[inverse]
-            image = F.normalize(model.encode_image(images), dim=-1)
-            loss = loss_fn(image, text, model.logit_scale.exp())
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, args.warmup, args.lr)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
+            lr = lr_at(step, total, args.warmup, args.lr)
+            loss = train_step(model, opt, loss_fn, tokens, train_x[idx], train_y[idx], gen, lr)
             step += 1
             if step % 25 == 0:
                 rate = step * args.batch_size / (time.time() - train_start)
-                print(f"epoch {epoch} step {step}/{total} loss {loss.item():.3f} "
+                print(f"epoch {epoch} step {step}/{total} loss {loss:.3f} "
                       f"scale {model.logit_scale.exp().item():.1f} {rate:.0f} img/s", flush=True)
-            if args.max_steps and step >= args.max_steps:
+            if step >= last:
                 break
         acc = zeroshot_accuracy(model, tokens, test_x, test_y)
         history.append({"epoch": epoch + 1, "step": step, "check_top1": acc, "elapsed_s": time.time() - start})
@@ -271,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"args": {k: str(v) for k, v in vars(args).items()}, "params": n_params,
                 "history": history, "wall_time_s": time.time() - start, "torch": torch.__version__}
         save(model, args, meta)
-        if args.max_steps and step >= args.max_steps:
+        if step >= last:
             break
     write_model_config(Path(args.out))
     print(f"done in {time.time() - start:.0f}s", flush=True)
