@@ -62,15 +62,21 @@ class Cell:
 
 
 def exported(model: str, precision: str, work_dir: Path) -> Path:
-    """``model`` exported to ONNX at ``precision`` under ``work_dir`` (exported once, then reused)."""
-    from service.export import ExportOptions, export_model
+    """``model`` exported to ONNX at ``precision`` under ``work_dir`` (once, then reused).
+
+    int8 is derived from the fp32 export (quantising it is what ``clipserve export --precision int8``
+    does after exporting).
+    """
+    from service.export import ExportOptions, derive, export_model
 
     name = f"{model.replace(':', '-')}-{precision}"
     folder = work_dir / name
     if not (folder / "config.json").is_file():
-        config = resolve_model(model, REPO_MODELS_DIR)
         print(f"exporting {model} ({precision}) to {folder}", file=sys.stderr)
-        export_model(config, folder, name, ExportOptions(precision=precision))  # type: ignore[arg-type]
+        if precision == "fp32":
+            export_model(resolve_model(model, REPO_MODELS_DIR), folder, name, ExportOptions())
+        else:
+            derive(exported(model, "fp32", work_dir), folder, name, ExportOptions(precision=precision))  # type: ignore[arg-type]
     return folder
 
 

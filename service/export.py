@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from service.clip.model_config import ModelConfig, OnnxFiles, resolve_model, write_config
+from service.clip.model_config import ModelConfig, OnnxFiles, read_config, resolve_model, write_config
 
 if TYPE_CHECKING:
     import torch
@@ -167,6 +167,31 @@ def _quantize_int8(path: Path) -> None:
     tmp.replace(path)
 
 
+def convert(path: Path, options: ExportOptions) -> None:
+    """Turn a float32 graph into ``options``' precision (and optimise it) in place."""
+    log.info("%s: %s%s", path.name, options.precision, " (optimised)" if options.optimize else "")
+    if options.precision == "fp16":
+        _to_fp16(path)
+    if options.optimize:
+        _optimize(path)
+    if options.precision == "int8":
+        _quantize_int8(path)
+
+
+def derive(fp32_dir: Path, out_dir: Path, name: str, options: ExportOptions) -> ModelConfig:
+    """A variant of an fp32 export (``fp32_dir``) at another precision, without exporting again."""
+    source = read_config(fp32_dir)
+    if source.onnx is None or source.onnx.precision != "fp32":
+        raise ValueError(f"{fp32_dir} is not an fp32 ONNX export")
+    shutil.copytree(fp32_dir, out_dir, dirs_exist_ok=True)
+    files = source.onnx.model_copy(update={"precision": options.precision})
+    for relative in (files.image, files.text):
+        convert(out_dir / relative, options)
+    config = source.model_copy(update={"name": name, "onnx": files, "path": out_dir})
+    write_config(config, out_dir)
+    return config
+
+
 def _image_checks(size: int) -> list[torch.Tensor]:
     """Inputs at batch sizes other than the export's, to catch a baked-in batch size."""
     import torch
@@ -210,13 +235,7 @@ def export_towers(model: Any, config: ModelConfig, out_dir: Path, options: Expor
         _verify(image_tower, _image_checks(config.image_size), image_tmp, "pixels")
         _verify(text_tower, _token_checks(config.context_length, vocab_size), text_tmp, "tokens")
         for path in (image_tmp, text_tmp):
-            log.info("%s: %s%s", path.name, options.precision, " (optimised)" if options.optimize else "")
-            if options.precision == "fp16":
-                _to_fp16(path)
-            if options.optimize:
-                _optimize(path)
-            if options.precision == "int8":
-                _quantize_int8(path)
+            convert(path, options)
             shutil.move(str(path), onnx_dir / path.name)
     return OnnxFiles(image=f"{ONNX_DIR}/{IMAGE_FILE}", text=f"{ONNX_DIR}/{TEXT_FILE}", precision=options.precision)
 
