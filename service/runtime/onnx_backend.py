@@ -73,6 +73,17 @@ def choose_providers(requested: Sequence[str], device: str, available: Sequence[
     return chosen, missing
 
 
+def _preload_cuda() -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels (``onnxruntime-gpu[cuda,cudnn]``), torch or not."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # the system's libraries may still do
+        log.warning("onnxruntime.preload_dlls failed (%s); relying on the system's CUDA libraries", exc)
+
+
 def model_files(config: ModelConfig) -> tuple[OnnxFiles, Path, Path]:
     """The model's ONNX files; NotFound, naming the export command, where they are missing."""
     files = config.onnx or OnnxFiles()
@@ -100,6 +111,8 @@ class OnnxBackend:
                                               ort.get_available_providers())
         for name in missing:
             log.warning("model %s: onnxruntime provider %s is not available here; skipping it", config.name, name)
+        if any(p in GPU_PROVIDERS for p in requested):
+            _preload_cuda()
         size = config.image_size
         self._sessions = {
             "pixels": self._session(image_path, requested, files.precision, "pixels", (3, size, size)),
@@ -151,8 +164,8 @@ class OnnxBackend:
 
     def _provider_options(self, provider: str, precision: str, input_name: str, shape: tuple[int, ...],
                           path: Path) -> dict[str, Any]:
-        if provider == CUDA:
-            return {"device_id": self.options.device_id}
+        if provider == CUDA:  # fp32 means fp32: no TF32 matrix products (on by default in the CUDA provider)
+            return {"device_id": self.options.device_id, "use_tf32": int(precision != "fp32")}
         if provider != TENSORRT:
             return {}
         dims = "x".join(str(d) for d in shape)
