@@ -54,7 +54,8 @@ def _tiny_png() -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="session")
+# Package scope: the server stops once the deploy tests are done, not at the end of the whole run.
+@pytest.fixture(scope="package")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The base URL of a running ``python -m service serve`` (fake model) that has served a good and a bad
     request."""
@@ -87,7 +88,7 @@ def _exercise(base: str) -> None:
         assert 400 <= bad.status_code < 500, bad.text
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live_metrics(live_server: str) -> str:
     """GET /metrics of the live server."""
     metrics = httpx.get(f"{live_server}/metrics", timeout=30)
