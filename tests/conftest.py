@@ -16,7 +16,7 @@ def _has_cuda() -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip tests marked ``gpu`` where no CUDA device is present."""
-    gpu_items = [item for item in items if "gpu" in item.keywords]
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items or _has_cuda():  # import torch only when a GPU test was collected
         return
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU (CUDA not available)")
