@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_onnx import timed  # the sibling script (run as a script, its folder is on sys.path)
 
 from service.clip.model_config import ModelConfig, read_config, resolve_model
 from service.clip.preprocess import ImagePreprocessor, PreprocessConfig
@@ -60,14 +60,9 @@ class Row:
 
 
 def median_rate(call: Callable[[], object], items: int, seconds: float) -> float:
-    """Items/s of the median call, calls repeated for ``seconds`` (3 at least)."""
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < 3 or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return items / statistics.median(times)
+    """Items/s of the median call (after a warm-up call), calls repeated for ``seconds`` (3 at least)."""
+    median, _ = timed(call, seconds)
+    return items / median
 
 
 def inputs(config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
