@@ -25,7 +25,7 @@ $(VENV)/.installed-dev: pyproject.toml
 	touch $@ $(VENV)/.installed
 
 lint:
-	$(VENV)/bin/ruff check service tests scripts
+	$(VENV)/bin/ruff check service tests scripts benchmarks
 
 typecheck:
 	$(VENV)/bin/mypy

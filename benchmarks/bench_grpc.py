@@ -32,13 +32,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from service.bench import start_server as serve_process  # noqa: E402
 from service.client.grpc import AsyncGrpcTransport  # noqa: E402
 from service.client.rest import AsyncRestTransport  # noqa: E402
 from service.client.types import AsyncTransport, Input  # noqa: E402
@@ -89,21 +89,7 @@ def texts(n: int = 64) -> list[str]:
 
 def start_server(model: str, model_dir: Path, port: int, grpc_port: int) -> subprocess.Popen[bytes]:
     """``clipserve serve`` in a subprocess; returns once /readyz answers 200."""
-    command = [sys.executable, "-m", "service.cli", "serve", "--model", model, "--model-dir", str(model_dir),
-               "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port), "--log-level", "WARNING"]
-    process = subprocess.Popen(command, cwd=REPO)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("server not ready in 180 s")
+    return serve_process(port, ["--model", model, "--model-dir", str(model_dir), "--grpc-port", str(grpc_port)], 180)
 
 
 async def drive(call: Callable[[], Awaitable[object]], concurrency: int, seconds: float) -> tuple[list[float], int]:

@@ -210,25 +210,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model: str, port: int, extra: Sequence[str]) -> subprocess.Popen[bytes]:
-    """Start ``clipserve serve`` on 127.0.0.1:port and wait until /readyz answers 200."""
+def start_server(port: int, serve_args: Sequence[str], timeout_s: float = 600) -> subprocess.Popen[bytes]:
+    """Start ``clipserve serve`` on 127.0.0.1:port and wait until /readyz answers 200.
+
+    ``serve_args`` are more flags (``--model``...); given after the defaults, they override them
+    (``--grpc-port 0`` by default).
+    """
     import httpx
 
     cmd = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--grpc-port", "0", "--model", model, *extra]
-    proc = subprocess.Popen(cmd, env={**os.environ, "CLIPSERVE_LOG_LEVEL": "WARNING"})
-    deadline = time.monotonic() + 600
+           "--grpc-port", "0", "--log-level", "WARNING", *serve_args]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
+            raise RuntimeError(f"server exited with {proc.returncode}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
                 return proc
-        except httpx.HTTPError:
+        except httpx.TransportError:
             pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise SystemExit("server did not become ready in 600 s")
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"server not ready in {timeout_s:.0f} s")
 
 
 # ---------------------------------------------------------------- report
@@ -274,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
         port = int(port_s)
     else:
         host, port = "127.0.0.1", free_port()
-        proc = start_server(args.model, port, args.server_arg)
+        proc = start_server(port, ["--model", args.model, *args.server_arg])
     try:
         results += measure_server(host, port, request_bodies(host, port, photos, texts), args.concurrency,
                                   args.seconds)
