@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -59,6 +60,7 @@ class Cell:
     batch: int  # batch size; REST: items per request (1)
     items_per_s: float
     items_per_cpu_s: float | None  # in-process only
+    load: float = 0.0  # the machine's 1-minute load average when the cell was measured
 
 
 def exported(model: str, precision: str, work_dir: Path) -> Path:
@@ -127,7 +129,8 @@ def measure_backend(model: str, name: str, work_dir: Path, batches: Sequence[int
         for modality, call in (("image", functools.partial(backend.encode_images, pixels[:batch])),
                                ("text", functools.partial(backend.encode_texts, tokens))):
             seconds, cpu = timed(call, min_time)
-            cells.append(Cell(model, name, "in-process", threads, modality, batch, batch / seconds, batch / cpu))
+            cells.append(Cell(model, name, "in-process", threads, modality, batch, batch / seconds, batch / cpu,
+                              os.getloadavg()[0]))
             print(f"{model} {name} t={threads} {modality} batch {batch}: {batch / seconds:.1f}/s", file=sys.stderr)
     backend.close()
     return cells
@@ -169,7 +172,8 @@ def measure_rest(model: str, work_dir: Path, seconds: float, threads: int, concu
             for result in measure_server("127.0.0.1", port, bodies, [concurrency], seconds):
                 modality = result.name.split()[1]
                 where = f"REST c={concurrency}"
-                cells.append(Cell(model, name, where, threads, modality, 1, result.items_per_s, None))
+                cells.append(Cell(model, name, where, threads, modality, 1, result.items_per_s, None,
+                                  os.getloadavg()[0]))
                 print(f"{model} {name} t={threads} {where} {modality}: {result.items_per_s:.1f}/s", file=sys.stderr)
         finally:
             server.terminate()
@@ -180,8 +184,8 @@ def measure_rest(model: str, work_dir: Path, seconds: float, threads: int, concu
 def speed_table(cells: list[Cell]) -> str:
     """One markdown row per (model, where, threads, input, batch): each backend's items/s and the ratios."""
     lines = ["| model | where | threads | input | batch | torch fp32 /s | ORT fp32 /s | ORT int8 /s "
-             "| ORT fp32 / torch | ORT int8 / torch | per CPU-s: torch, ORT fp32, ORT int8 |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| ORT fp32 / torch | ORT int8 / torch | per CPU-s: torch, ORT fp32, ORT int8 | load avg |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|"]
     rows: dict[tuple[str, str, int, str, int], dict[str, Cell]] = {}
     for c in cells:
         rows.setdefault((c.model, c.where, c.threads, c.modality, c.batch), {})[c.backend] = c
@@ -189,9 +193,11 @@ def speed_table(cells: list[Cell]) -> str:
         speeds = [row[b].items_per_s for b in BACKENDS]
         per_cpu = [row[b].items_per_cpu_s for b in BACKENDS]
         cpu = ", ".join(f"{x:.1f}" for x in per_cpu if x is not None) or "n/a"
+        loads = [row[b].load for b in BACKENDS]
+        load = f"{min(loads):.1f}-{max(loads):.1f}"
         lines.append(f"| {model} | {where} | {threads or 'default'} | {modality} | {batch} | {speeds[0]:.1f} "
                      f"| {speeds[1]:.1f} | {speeds[2]:.1f} | {speeds[1] / speeds[0]:.2f}x "
-                     f"| {speeds[2] / speeds[0]:.2f}x | {cpu} |")
+                     f"| {speeds[2] / speeds[0]:.2f}x | {cpu} | {load} |")
     return "\n".join(lines)
 
 
