@@ -165,8 +165,8 @@ def measure_rest(model: str, work_dir: Path, seconds: float, threads: int, concu
         backend, precision = name.split()
         folder = exported(model, precision if backend == "onnx" else "fp32", work_dir)
         port = free_port()
-        flags = ["--backend", backend, "--model-dir", str(work_dir), "--inference-threads", str(threads)]
-        server = start_server(folder.name, port, flags)
+        server = start_server(port, ["--model", folder.name, "--backend", backend, "--model-dir", str(work_dir),
+                                     "--inference-threads", str(threads)])
         try:
             bodies = request_bodies("127.0.0.1", port, photos, texts)
             for result in measure_server("127.0.0.1", port, bodies, [concurrency], seconds):
