@@ -132,6 +132,10 @@ class OnnxBackend:
     def from_settings(cls, config: ModelConfig, settings: Settings, device: str = "cpu") -> OnnxBackend:
         """A backend configured by the server settings (``create_backend``'s entry point)."""
         providers = tuple(p.strip() for p in settings.onnx_providers.split(",") if p.strip())
+        exported = (config.onnx or OnnxFiles()).precision
+        if settings.precision and settings.precision != exported:
+            log.warning("model %s: the ONNX graphs are %s (fixed at export); --precision %s does not apply: "
+                        "`clipserve export --precision` makes other graphs", config.name, exported, settings.precision)
         options = SessionConfig(
             providers=providers, device=device, threads=settings.inference_threads,
             graph_optimization=settings.onnx_graph_optimization, memory_arena=settings.onnx_memory_arena,
