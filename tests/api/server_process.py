@@ -21,16 +21,19 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m service serve --port <free> --grpc-port 0 ...``; its output goes to ``log``."""
+    """``python -m service serve --port <free> --grpc-port 0 ...``; its output goes to ``log``.
 
-    def __init__(self, log: Path, *args: str) -> None:
+    ``env``: the server's environment (default: this process's).
+    """
+
+    def __init__(self, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         command = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                    "--grpc-port", "0", *args]
         with log.open("wb") as out:
-            self.proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout_s: float = 300) -> None:
         """Poll /readyz until 200; fail with the server's log if it exits or never gets ready."""

@@ -10,11 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from service.clip.model_config import read_config
 from service.clip.preprocess import ImagePreprocessor, PreprocessConfig
 from service.clip.tokenizer import Tokenizer
 from service.runtime.torch_backend import TorchBackend
+from tests.api.server_process import ServerProcess, free_port
 from tests.shared_data import REPO, require_photos
 
 BLOCKER = textwrap.dedent(
@@ -98,37 +97,17 @@ def test_backend_without_torch(blocked_env: dict[str, str], tiny_repo: Path, tmp
         assert float((got * rows).sum(axis=1).min()) >= 0.99999 and float(np.abs(got - rows).max()) <= 1e-4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(blocked_env: dict[str, str], tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m service serve --backend onnx`` on the exported tiny model, without torch."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("server-log") / "server.log"
-    command = [sys.executable, "-m", "service", "serve", "--backend", "onnx", "--model", "tiny-onnx",
-               "--model-dir", str(tiny_repo), "--port", str(port), "--grpc-port", "0"]
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=blocked_env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    process = ServerProcess(log, "--backend", "onnx", "--model", "tiny-onnx", "--model-dir", str(tiny_repo),
+                            env=blocked_env)
     try:
-        deadline = time.monotonic() + STARTUP_S
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        else:
-            pytest.fail(f"the server did not become ready:\n{log.read_text()[-3000:]}")
-        yield url
+        process.wait_ready(STARTUP_S)
+        yield process.url
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        process.stop()
 
 
 def test_server_without_torch_serves_torch_equal_embeddings(server: str, expected: tuple[np.ndarray, np.ndarray]
@@ -147,7 +126,7 @@ def test_server_without_torch_serves_torch_equal_embeddings(server: str, expecte
 def test_server_onnx_without_export_fails_naming_the_export_command(blocked_env: dict[str, str],
                                                                     tiny_repo: Path) -> None:
     command = [sys.executable, "-m", "service", "serve", "--backend", "onnx", "--model", "tiny",
-               "--model-dir", str(tiny_repo), "--port", str(_free_port()), "--grpc-port", "0"]
+               "--model-dir", str(tiny_repo), "--port", str(free_port()), "--grpc-port", "0"]
     done = subprocess.run(command, env=blocked_env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "run `clipserve export --model tiny` first" in done.stdout + done.stderr
