@@ -128,7 +128,7 @@ class ImagePreprocessor:
         if not data:
             raise InvalidInput("image is empty (0 bytes)")
         if self.max_bytes is not None and len(data) > self.max_bytes:
-            raise LimitExceeded(f"image is {len(data)} bytes, over the limit of {self.max_bytes}")
+            raise LimitExceeded(f"image is {len(data)} bytes, over the limit of {self.max_bytes} (max_image_bytes)")
         image = self._open(data)
         size = image.size
         box = self._draft(image) if self.draft else None
@@ -196,7 +196,9 @@ class ImagePreprocessor:
         width, height = image.size
         limit = min(self.max_pixels, Image.MAX_IMAGE_PIXELS or self.max_pixels)
         if width * height > limit:
-            raise LimitExceeded(f"image is {width}x{height} = {width * height} pixels, over the limit of {limit}")
+            raise LimitExceeded(
+                f"image is {width}x{height} = {width * height} pixels, over the limit of {limit} (max_image_pixels)"
+            )
         if width < 1 or height < 1:
             raise InvalidInput(f"image has no pixels ({width}x{height})")
         return image

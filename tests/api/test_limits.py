@@ -52,12 +52,12 @@ async def test_image_bytes(small: httpx.AsyncClient) -> None:
     big = photo(2, (30, 30))  # 900 pixels, within the pixel limit; padded past the byte limit
     big += b"\x00" * (3001 - len(big))
     await expect(await small.post("/embed", json={"inputs": [{"image": b64(big)}]}), 413,
-                 "inputs[0]: image is 3001 bytes, over the limit of 3000")
+                 "inputs[0]: image is 3001 bytes, over the limit of 3000 (max_image_bytes)")
 
 
 async def test_image_pixels(small: httpx.AsyncClient) -> None:
     await expect(await small.post("/embed", json={"inputs": [{"image": b64(encode(Image.new("RGB", (40, 30))))}]}), 413,
-                 "inputs[0]: image is 40x30 = 1200 pixels, over the limit of 1000")
+                 "inputs[0]: image is 40x30 = 1200 pixels, over the limit of 1000 (max_image_pixels)")
 
 
 async def test_body_bytes_by_content_length_and_by_stream(small: httpx.AsyncClient) -> None:
