@@ -11,6 +11,7 @@ in flight finish (``wait_idle``); ``stop()`` drains the batchers and releases th
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -28,8 +29,8 @@ from service.errors import ClipServeError, DeadlineExceeded, InvalidInput, NotFo
 from service.logs import REQUEST
 from service.metrics import Metrics
 from service.runtime.base import ModelInfo
-from service.runtime.factory import create_backends
-from service.served_model import ServedModel
+from service.runtime.factory import create_backend
+from service.served_model import BackendThread, ServedModel
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,12 @@ class Engine:
         """Resolve, load (in a thread), warm up and start one model."""
         config = resolve_model(name, self.settings.model_dir)
         begin = time.perf_counter()
-        served = await asyncio.to_thread(
-            lambda: ServedModel(config, create_backends(config, self.settings), self.settings, self.metrics)
+        loaders = [functools.partial(create_backend, config, self.settings, i)
+                   for i in range(self.settings.workers_per_model)]
+        threads = await asyncio.to_thread(
+            lambda: [BackendThread(load, f"clipserve-{config.name}-{i}") for i, load in enumerate(loaders)]
         )
+        served = ServedModel(config, threads, self.settings, self.metrics)
         self.metrics.model_load.labels(model=served.name).set(time.perf_counter() - begin)
         try:
             if self.settings.warmup:

@@ -42,17 +42,22 @@ def batch_buckets(max_batch_size: int) -> list[int]:
 
 
 class BackendThread:
-    """Runs every call into one backend on one dedicated thread: both batchers, warm-up and close.
+    """Loads one backend on a dedicated thread and runs every later call into it there too.
 
     Hot path, measured (``clipserve bench``, ViT-B-32 on 2 cores): torch keeps an OpenMP thread team
-    per calling thread, so image batches, text batches and warm-up calling from three threads made
-    three teams compete for the cores, and batch-1 inference took ~220 ms in the server against
-    ~145 ms in-process. One thread per backend keeps one team.
+    per calling thread, so loading, warm-up, image batches and text batches calling from different
+    threads made several teams compete for the cores, and batch-1 inference took ~220 ms in the
+    server against ~145 ms in-process. One thread per backend keeps one team.
     """
 
-    def __init__(self, backend: Backend, name: str) -> None:
-        self.backend = backend
+    def __init__(self, load: Callable[[], Backend], name: str) -> None:
+        """Start the thread and run ``load`` on it (raises what ``load`` raises)."""
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        try:
+            self.backend: Backend = self.call(load)
+        except BaseException:
+            self._thread.shutdown(wait=False)
+            raise
 
     def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` on the backend's thread and wait for its result."""
@@ -77,11 +82,11 @@ class BackendThread:
 class ServedModel:
     """A loaded model and everything needed to feed it."""
 
-    def __init__(self, config: ModelConfig, backends: Sequence[Backend], settings: Settings, metrics: Metrics):
-        if not backends:
+    def __init__(self, config: ModelConfig, threads: Sequence[BackendThread], settings: Settings, metrics: Metrics):
+        if not threads:
             raise ValueError("a served model needs at least one backend")
-        self.backends = list(backends)
-        self._threads = [BackendThread(b, f"clipserve-{b.info.name}-{i}") for i, b in enumerate(self.backends)]
+        self._threads = list(threads)
+        self.backends = [thread.backend for thread in self._threads]
         # A backend may complete the config from the weights (image size, mean/std...): use its copy.
         self.config: ModelConfig = getattr(self.backends[0], "config", config)
         self.info: ModelInfo = self.backends[0].info
