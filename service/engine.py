@@ -11,7 +11,6 @@ in flight finish (``wait_idle``); ``stop()`` drains the batchers and releases th
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -29,7 +28,7 @@ from service.errors import ClipServeError, DeadlineExceeded, InvalidInput, NotFo
 from service.logs import REQUEST
 from service.metrics import Metrics
 from service.runtime.base import ModelInfo
-from service.runtime.factory import create_backend
+from service.runtime.factory import backend_loaders
 from service.served_model import BackendThread, ServedModel
 
 log = logging.getLogger(__name__)
@@ -127,8 +126,7 @@ class Engine:
         """Resolve, load (in a thread), warm up and start one model."""
         config = resolve_model(name, self.settings.model_dir)
         begin = time.perf_counter()
-        loaders = [functools.partial(create_backend, config, self.settings, i)
-                   for i in range(self.settings.workers_per_model)]
+        loaders = backend_loaders(config, self.settings)
         threads = await asyncio.to_thread(
             lambda: [BackendThread(load, f"clipserve-{config.name}-{i}") for i, load in enumerate(loaders)]
         )

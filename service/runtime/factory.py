@@ -5,6 +5,8 @@ Each backend module is imported only when chosen, so serving ONNX (or the fake) 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from service.clip.model_config import ModelConfig
@@ -48,6 +50,14 @@ def create_backend(config: ModelConfig, settings: Settings, index: int = 0) -> B
     )
 
 
+def backend_loaders(config: ModelConfig, settings: Settings) -> list[Callable[[], Backend]]:
+    """One loader per worker (``settings.workers_per_model``); each loads that worker's backend when called.
+
+    The engine calls each loader on the thread that will run the backend (``BackendThread``).
+    """
+    return [functools.partial(create_backend, config, settings, i) for i in range(settings.workers_per_model)]
+
+
 def create_backends(config: ModelConfig, settings: Settings) -> list[Backend]:
-    """``settings.workers_per_model`` backend instances for ``config`` (one per worker)."""
-    return [create_backend(config, settings, i) for i in range(settings.workers_per_model)]
+    """``settings.workers_per_model`` backend instances for ``config`` (one per worker), loaded here."""
+    return [load() for load in backend_loaders(config, settings)]
