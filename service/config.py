@@ -54,7 +54,12 @@ class Settings(BaseSettings):
 
     # Batching
     max_batch_size: int = Field(32, ge=1, description="Largest batch the batcher forms.")
-    max_delay_ms: float = Field(2.0, ge=0, description="Longest wait for a batch to fill after its first item.")
+    max_delay_ms: float = Field(
+        10.0, ge=0, description="Longest wait for a batch to fill (adaptive: once its worker is ready)."
+    )
+    adaptive_batching: bool = Field(
+        True, description="Close batches at the recent concurrency (off: wait max_delay_ms for a full batch)."
+    )
     queue_size: int = Field(1024, ge=1, description="Items that may wait per model and modality; past it: 429.")
     request_timeout_s: float = Field(30.0, gt=0, description="Per-request deadline; past it: 504.")
     preprocess_threads: int = Field(

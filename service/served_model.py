@@ -98,7 +98,9 @@ class ServedModel:
             max_bytes=settings.max_image_bytes,
             draft=settings.jpeg_draft,
         )
-        knobs = BatcherConfig(settings.max_batch_size, settings.max_delay_ms, settings.queue_size)
+        knobs = BatcherConfig(
+            settings.max_batch_size, settings.max_delay_ms, settings.queue_size, settings.adaptive_batching
+        )
         self.images: Batcher[np.ndarray] = Batcher(
             self.name, "image", [t.image_worker(self.preprocessor) for t in self._threads], knobs, metrics
         )

@@ -1,11 +1,17 @@
 """Dynamic batcher: groups the items of concurrent requests into batches for the model workers.
 
 One ``Batcher`` per model and modality. Requests ``submit`` their items (already preprocessed
-payloads: pixel arrays or token lists) onto one bounded queue. A forming task takes up to
-``max_batch_size`` items, waiting at most ``max_delay_ms`` after the first, and hands the batch to
-an idle worker; each worker runs its compute function in a thread of its own, so the event loop
-stays free. While workers compute, the next batches form (one formed batch ahead per worker); a
-worker tops its batch up with items queued meanwhile when it takes it.
+payloads: pixel arrays or token lists) onto one bounded queue. A forming task takes items into the
+next batch while the workers compute (one formed batch ahead per worker); a worker tops its batch up
+with items queued meanwhile when it takes it, and runs its compute function in a thread of its own,
+so the event loop stays free.
+
+When a batch closes (``adaptive``, the default): at ``max_batch_size`` items, or once it holds as many
+items as were recently in flight at once (per worker), or ``max_delay_ms`` after its worker became
+ready for it. A lone client's request therefore starts at once, while concurrent clients, whose
+answered requests come straight back, share one batch instead of splitting into several smaller
+ones. With ``adaptive`` off (Triton's dynamic batcher): a batch waits up to ``max_delay_ms`` after its
+first item for ``max_batch_size`` items.
 
 Every accepted request ends with rows or an error: expired deadlines, cancelled clients, crashed
 batches (retried request by request, so one bad item fails only its own request) and shutdown.
@@ -23,7 +29,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from service.batching.queue import ItemQueue
+from service.batching.queue import ItemQueue, LoadEstimate
 from service.batching.request import Item, Request, check_rows, client_error
 from service.errors import DeadlineExceeded, Unavailable
 from service.metrics import Metrics
@@ -38,11 +44,12 @@ STOP_GRACE_S = 5.0  # after the drain, how long stop() waits for compute calls a
 
 @dataclass(frozen=True)
 class BatcherConfig:
-    """Batcher knobs (Triton's names): batch size, queue delay, queue size (in items)."""
+    """Batcher knobs (Triton's names): batch size, queue delay, queue size (in items); adaptive closing."""
 
     max_batch_size: int = 32
     max_delay_ms: float = 5.0
     queue_size: int = 1024
+    adaptive: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.queue_size < 1 or self.max_delay_ms < 0:
@@ -76,6 +83,8 @@ class Batcher(Generic[P]):
         self._formed: asyncio.Queue[list[Item]] = asyncio.Queue()
         self._slots = asyncio.Semaphore(len(self._workers))  # batches that may be formed ahead
         self._pending: set[Request] = set()
+        self._in_flight = 0  # items of pending requests
+        self._load = LoadEstimate()
         self._computing: set[asyncio.Future[Any]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._executors: list[ThreadPoolExecutor] = []
@@ -123,9 +132,16 @@ class Batcher(Generic[P]):
             raise DeadlineExceeded("request timed out before it was queued (deadline already passed)")
         request = Request(len(payloads), asyncio.get_running_loop().create_future(), deadline, now)
         self._pending.add(request)
-        request.future.add_done_callback(lambda _: self._pending.discard(request))
+        self._in_flight += request.size
+        request.future.add_done_callback(lambda _: self._forget(request))
         self._queue.put(Item(request, i, p) for i, p in enumerate(payloads))
+        self._load.observe(self._in_flight)
         return await self._wait(request)
+
+    def _forget(self, request: Request) -> None:
+        """A request ended (rows, error or cancellation): it is no longer pending."""
+        self._pending.discard(request)
+        self._in_flight -= request.size
 
     @property
     def depth(self) -> int:
@@ -210,17 +226,25 @@ class Batcher(Generic[P]):
 
     async def _form_loop(self) -> None:
         """Form batches, at most one ahead per worker, for the workers to take."""
-        delay_s = self._config.max_delay_ms / 1000
+        delay_s = 0.0 if self._config.adaptive else self._config.max_delay_ms / 1000  # adaptive: workers wait
         while True:
             await self._slots.acquire()
             self._formed.put_nowait(await self._queue.form(self._config.max_batch_size, delay_s))
 
+    def _expected(self) -> int:
+        """Items a worker's batch may expect now: the recent peak in flight, shared among the workers."""
+        share = -(-self._load.peak() // len(self._workers))  # ceiling division
+        return max(1, min(self._config.max_batch_size, share))
+
     async def _work_loop(self, fn: ComputeFn, executor: ThreadPoolExecutor) -> None:
         """Take formed batches and compute them; never dies of a batch's failure."""
+        limit, adaptive = self._config.max_batch_size, self._config.adaptive
+        delay_s = self._config.max_delay_ms / 1000 if adaptive else 0.0
         while True:
             batch = await self._formed.get()
-            self._slots.release()
-            batch += self._queue.take(self._config.max_batch_size - len(batch))  # top up: queued meanwhile
+            # Top up with items queued meanwhile; adaptive: wait (bounded) for the items expected.
+            batch = await self._queue.fill(batch, limit, self._expected() if adaptive else 0, delay_s)
+            self._slots.release()  # after the fill: the former must not take the items this worker waits for
             try:
                 await self._run_batch(fn, executor, batch)
             except Exception as exc:  # a bug here must not stop the worker or leave futures pending
@@ -282,7 +306,7 @@ class Batcher(Generic[P]):
         self._queue.throughput.add(len(items))
         return rows
 
-    @staticmethod
-    def _deliver(items: list[Item], rows: np.ndarray) -> None:
+    def _deliver(self, items: list[Item], rows: np.ndarray) -> None:
+        self._load.observe(self._in_flight)  # the peak, as the answered clients are about to come back
         for item, row in zip(items, rows, strict=True):
             item.request.accept(item.position, row)

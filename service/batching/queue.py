@@ -36,6 +36,32 @@ class ThroughputMeter:
         return float(min(30.0, max(0.05, excess_items * self._window_s / recent)))
 
 
+class LoadEstimate:
+    """The peak number of items in flight (submitted, not yet answered) over the last ``window_s``.
+
+    Under a steady load of concurrent clients this says how many items a batch can expect: the
+    requests that just got their answers come back within milliseconds. A lone client keeps it at 1.
+    """
+
+    def __init__(self, window_s: float = 1.0) -> None:
+        self._window_s = window_s
+        self._samples: deque[tuple[float, int]] = deque()  # (time, in flight), values decreasing
+
+    def observe(self, in_flight: int) -> None:
+        """Record the items in flight now."""
+        now = time.monotonic()
+        while self._samples and self._samples[-1][1] <= in_flight:  # a monotonic deque: O(1) peak
+            self._samples.pop()
+        self._samples.append((now, in_flight))
+
+    def peak(self) -> int:
+        """The most items in flight at once within the window (0 when nothing was seen)."""
+        since = time.monotonic() - self._window_s
+        while self._samples and self._samples[0][0] < since:
+            self._samples.popleft()
+        return self._samples[0][1] if self._samples else 0
+
+
 class ItemQueue:
     """FIFO of queued items, at most ``size`` of them; keeps the queue-depth gauge current.
 
@@ -90,8 +116,13 @@ class ItemQueue:
                 self._arrived.clear()
                 await self._arrived.wait()
             batch = self.take(limit)
+        return await self.fill(batch, limit, limit, delay_s)
+
+    async def fill(self, batch: list[Item], limit: int, want: int, delay_s: float) -> list[Item]:
+        """Top ``batch`` up to ``limit`` items; while it holds fewer than ``want``, wait up to ``delay_s`` for more."""
+        batch += self.take(limit - len(batch))
         close_at = time.monotonic() + delay_s
-        while len(batch) < limit:
+        while len(batch) < min(want, limit):
             if not self._items and not await self._wait_arrival(close_at - time.monotonic()):
                 break
             batch += self.take(limit - len(batch))

@@ -98,12 +98,14 @@ async def make_batcher() -> AsyncIterator[MakeHarness]:
     made: list[Harness] = []
 
     async def make(
-        workers: int = 1, max_batch_size: int = 4, max_delay_ms: float = 0.0, queue_size: int = 64
+        workers: int = 1, max_batch_size: int = 4, max_delay_ms: float = 0.0, queue_size: int = 64,
+        adaptive: bool = True,
     ) -> Harness:
         loop = asyncio.get_running_loop()
         fakes = [FakeCompute(loop) for _ in range(workers)]
         metrics = Metrics()
-        config = BatcherConfig(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms, queue_size=queue_size)
+        config = BatcherConfig(max_batch_size=max_batch_size, max_delay_ms=max_delay_ms, queue_size=queue_size,
+                                adaptive=adaptive)
         batcher: Batcher[float] = Batcher(MODEL, MODALITY, fakes, config, metrics)
         await batcher.start()
         made.append(Harness(batcher, fakes, metrics))

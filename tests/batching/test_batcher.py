@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.batching import Batcher, BatcherConfig
-from service.batching.queue import ThroughputMeter
+from service.batching.queue import LoadEstimate, ThroughputMeter
 from service.errors import (
     DeadlineExceeded,
     InferenceError,
@@ -54,7 +54,7 @@ async def test_batch_closes_at_max_size(make_batcher: MakeHarness) -> None:
 
 
 async def test_single_item_waits_max_delay(make_batcher: MakeHarness) -> None:
-    h = await make_batcher(max_batch_size=8, max_delay_ms=50)
+    h = await make_batcher(max_batch_size=8, max_delay_ms=50, adaptive=False)
     begin = time.monotonic()
     result = await h.batcher.submit([7.0])
     assert time.monotonic() - begin >= 0.04  # a lower bound only: it waited for company
@@ -63,13 +63,63 @@ async def test_single_item_waits_max_delay(make_batcher: MakeHarness) -> None:
 
 
 async def test_item_arriving_within_delay_joins_the_batch(make_batcher: MakeHarness) -> None:
-    h = await make_batcher(max_batch_size=2, max_delay_ms=60_000)
+    h = await make_batcher(max_batch_size=2, max_delay_ms=60_000, adaptive=False)
     first = await submitted(h.batcher, [1.0])
     await wait_until(lambda: h.batcher.depth == 0)  # taken: the batch is open, waiting for more
     second = await h.batcher.submit([2.0])  # fills the batch, which closes at once
     np.testing.assert_array_equal(await first, rows([1.0]))
     np.testing.assert_array_equal(second, rows([2.0]))
     assert h.fake.batches == [[1.0, 2.0]]
+
+
+async def test_adaptive_lone_item_starts_at_once(make_batcher: MakeHarness) -> None:
+    h = await make_batcher(max_batch_size=8, max_delay_ms=60_000)  # classic mode would wait a minute
+    result = await asyncio.wait_for(h.batcher.submit([7.0]), 10)
+    np.testing.assert_array_equal(result, rows([7.0]))
+    assert h.fake.batches == [[7.0]]
+
+
+async def test_adaptive_ready_worker_waits_for_the_clients_that_were_in_flight(make_batcher: MakeHarness) -> None:
+    h = await make_batcher(max_batch_size=8, max_delay_ms=60_000)
+    await asyncio.gather(*(h.batcher.submit([float(i)]) for i in range(3)))  # three clients at once
+    first = await submitted(h.batcher, [10.0])  # their next requests come back one by one
+    await wait_until(lambda: h.batcher.depth == 0)  # taken: the worker waits for the other two
+    assert len(h.fake.batches) == 1
+    second = await submitted(h.batcher, [11.0])
+    third = await asyncio.wait_for(h.batcher.submit([12.0]), 10)
+    np.testing.assert_array_equal(third, rows([12.0]))
+    assert [r.tolist() for r in (await first, await second)] == [rows([10.0]).tolist(), rows([11.0]).tolist()]
+    assert h.fake.batches == [[0.0, 1.0, 2.0], [10.0, 11.0, 12.0]]
+
+
+async def test_adaptive_wait_for_expected_items_is_bounded_by_max_delay(make_batcher: MakeHarness) -> None:
+    h = await make_batcher(max_batch_size=8, max_delay_ms=50)
+    await asyncio.gather(*(h.batcher.submit([float(i)]) for i in range(3)))
+    result = await asyncio.wait_for(h.batcher.submit([10.0]), 10)  # the other two never come back
+    np.testing.assert_array_equal(result, rows([10.0]))
+    assert h.fake.batches == [[0.0, 1.0, 2.0], [10.0]]
+
+
+async def test_adaptive_expectation_is_shared_among_workers(make_batcher: MakeHarness) -> None:
+    h = await make_batcher(workers=2, max_batch_size=8, max_delay_ms=60_000)
+    await asyncio.gather(*(h.batcher.submit([float(i)]) for i in range(4)))  # 4 in flight: 2 per worker
+    results = await asyncio.wait_for(asyncio.gather(*(h.batcher.submit([10.0 + i]) for i in range(2))), 10)
+    assert [r.tolist() for r in results] == [rows([10.0]).tolist(), rows([11.0]).tolist()]
+
+
+def test_load_estimate_is_the_peak_within_its_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    load = LoadEstimate(window_s=1.0)
+    assert load.peak() == 0
+    for value in (3, 16, 5):
+        load.observe(value)
+        now[0] += 0.3
+    assert load.peak() == 16
+    now[0] += 0.5  # the 16 is now 1.1 s old; the 5 is 0.6 s old
+    assert load.peak() == 5
+    now[0] += 1.0
+    assert load.peak() == 0
 
 
 async def test_requests_submitted_together_share_one_batch(make_batcher: MakeHarness) -> None:
