@@ -2,12 +2,14 @@
 
 One run measures, for the same model on the same machine:
 
-- raw in-process: decode + preprocess + encode at batch 32 (throughput) and batch 1 (latency), and
-  tokenize + encode for texts (trimmed to the longest text, as the server does);
+- raw in-process: decode + preprocess + encode at batch 32 and 16 (throughput) and batch 1
+  (latency), and tokenize + encode for texts (trimmed to the longest text, as the server does);
 - the real server (started as a subprocess on a free loopback port, or ``--url``) under a closed
   loop of ``--concurrency`` clients, one item per request: throughput and p50/p95/p99 latency.
 
-It prints one markdown table with the ratios. The load generator speaks HTTP/1.1 keep-alive over raw
+The configurations are measured in turn, ``--rounds`` times each, so that a slow spell of the host
+falls on all of them alike. It prints one markdown table with the ratios and the CPU steal (time
+the hypervisor gave to other tenants) during the run. The load generator speaks HTTP/1.1 keep-alive over raw
 asyncio streams with prebuilt request bodies: an httpx client costs ~1 ms of CPU per request, which on
 a 2-core machine would be taken from the server under test.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import itertools
 import json
 import os
@@ -25,8 +28,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -73,23 +76,64 @@ def make_texts(count: int) -> list[str]:
     ]
 
 
-# ---------------------------------------------------------------- raw in-process baseline
+# ---------------------------------------------------------------- measuring in rounds
+
+# items, wall seconds, latency of each call (raw) or request (REST)
+Sample = tuple[int, float, list[float]]
+Runner = Callable[[float], Sample]
+RAW_BATCHES = (32, 16, 1)  # 16: the largest batch that 16 clients with one item each can form
 
 
-def _time_loop(fn: Callable[[], None], items: int, seconds: float) -> tuple[float, list[float]]:
-    """Call ``fn`` repeatedly for about ``seconds``; return items/s and per-call latencies."""
-    fn()  # warm
+@dataclass
+class Tally:
+    """One configuration's samples, summed over the rounds."""
+
+    name: str
+    items: int = 0
+    wall_s: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, sample: Sample) -> None:
+        """Add one round's sample."""
+        self.items += sample[0]
+        self.wall_s += sample[1]
+        self.latencies += sample[2]
+
+    def result(self) -> Result:
+        """Throughput over all rounds; percentiles over every latency."""
+        return Result(self.name, self.items / self.wall_s, *_percentiles(self.latencies), self.items)
+
+
+def measure(runners: dict[str, Runner], seconds: float, rounds: int) -> list[Result]:
+    """Run every configuration ``rounds`` times, in turn, ``seconds / rounds`` each time.
+
+    Interleaving spreads slow spells of a shared machine (other tenants of the host) over all the
+    configurations instead of letting one of them take them all.
+    """
+    tallies = {name: Tally(name) for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            tallies[name].add(runner(seconds / rounds))
+    return [tally.result() for tally in tallies.values()]
+
+
+def _time_loop(fn: Callable[[], None], items: int, seconds: float) -> Sample:
+    """Call ``fn`` repeatedly for about ``seconds`` (at least once)."""
     latencies: list[float] = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(latencies) < 3:
+    begin = time.perf_counter()
+    while not latencies or time.perf_counter() - begin < seconds:
         t0 = time.perf_counter()
         fn()
         latencies.append(time.perf_counter() - t0)
-    return items * len(latencies) / sum(latencies), latencies
+    return items * len(latencies), time.perf_counter() - begin, latencies
 
 
-def raw_baseline(model: str, photos: list[bytes], texts: list[str], seconds: float) -> list[Result]:
-    """In-process throughput of the same model: batch 32 and batch 1, images and texts."""
+def raw_runners(model: str, photos: list[bytes], texts: list[str]) -> tuple[dict[str, Runner], Callable[[], None]]:
+    """In-process configurations of the same model (batch 32, 16 and 1), and a function that frees it.
+
+    Images: decode + preprocess + encode; texts: tokenize + encode, padded to the batch's longest text.
+    Both take the inputs in turn, as the server sees them.
+    """
     from service.clip.model_config import resolve_model
     from service.clip.preprocess import ImagePreprocessor, PreprocessConfig
     from service.clip.tokenizer import Tokenizer, pad_batch
@@ -102,24 +146,22 @@ def raw_baseline(model: str, photos: list[bytes], texts: list[str], seconds: flo
     config = getattr(backend, "config", config)
     pre = ImagePreprocessor(PreprocessConfig.from_model_config(config), max_pixels=settings.max_image_pixels)
     tok = Tokenizer(config.context_length)
-    results = []
-    for batch in (32, 1):
-        cycle = itertools.cycle(photos)  # every photo in turn, as the server sees them
+    next_photo, next_text = itertools.cycle(photos).__next__, itertools.cycle(texts).__next__
 
-        def run_images(batch: int = batch, cycle: Iterator[bytes] = cycle) -> None:
-            backend.encode_images(pre.stack([pre(next(cycle)) for _ in range(batch)]))
+    def images(batch: int) -> None:
+        backend.encode_images(pre.stack([pre(next_photo()) for _ in range(batch)]))
 
-        rate, lat = _time_loop(run_images, batch, seconds)
-        results.append(Result(f"raw image batch {batch}", rate, *_percentiles(lat), len(lat) * batch))
-        chunk = texts[:batch]
+    def words(batch: int) -> None:
+        backend.encode_texts(pad_batch([tok.encode(next_text()) for _ in range(batch)]))
 
-        def run_texts(chunk: list[str] = chunk) -> None:
-            backend.encode_texts(pad_batch([tok.encode(t) for t in chunk]))
-
-        rate, lat = _time_loop(run_texts, batch, seconds)
-        results.append(Result(f"raw text batch {batch}", rate, *_percentiles(lat), len(lat) * batch))
-    backend.close()
-    return results
+    runners: dict[str, Runner] = {}
+    for modality, encode in (("image", images), ("text", words)):
+        for batch in RAW_BATCHES:
+            encode(batch)  # warm-up
+            runners[f"raw {modality} batch {batch}"] = functools.partial(
+                _time_loop, functools.partial(encode, batch), batch
+            )
+    return runners, backend.close
 
 
 # ---------------------------------------------------------------- load generator
@@ -186,18 +228,28 @@ def request_bodies(host: str, port: int, photos: list[bytes], texts: list[str]) 
     }
 
 
+def rest_runners(
+    host: str, port: int, bodies: dict[str, list[bytes]], concurrencies: Sequence[int]
+) -> dict[str, Runner]:
+    """One configuration per modality and concurrency; warms the server's connections and caches first."""
+    def run(reqs: list[bytes], conc: int, seconds: float) -> Sample:
+        lat, errors, wall = asyncio.run(load(host, port, reqs, conc, seconds))
+        if errors:
+            print(f"warning: {len(errors)} non-200 answers ({sorted(set(errors))})", file=sys.stderr)
+        return len(lat), wall, lat
+
+    runners: dict[str, Runner] = {}
+    for modality, reqs in bodies.items():
+        asyncio.run(load(host, port, reqs, 2, 2.0))
+        for conc in concurrencies:
+            runners[f"REST {modality} c={conc}"] = functools.partial(run, reqs, conc)
+    return runners
+
+
 def measure_server(host: str, port: int, bodies: dict[str, list[bytes]], concurrencies: Sequence[int],
                    seconds: float) -> list[Result]:
-    """Throughput and latency of the server for each modality and concurrency."""
-    results = []
-    for modality, reqs in bodies.items():
-        asyncio.run(load(host, port, reqs, 2, min(2.0, seconds)))  # warm connections and caches
-        for conc in concurrencies:
-            lat, errors, wall = asyncio.run(load(host, port, reqs, conc, seconds))
-            if errors:
-                print(f"warning: {len(errors)} non-200 answers ({sorted(set(errors))})", file=sys.stderr)
-            results.append(Result(f"REST {modality} c={conc}", len(lat) / wall, *_percentiles(lat), len(lat)))
-    return results
+    """Throughput and latency of the server for each modality and concurrency (one round)."""
+    return measure(rest_runners(host, port, bodies, concurrencies), seconds, rounds=1)
 
 
 # ---------------------------------------------------------------- server process
@@ -246,14 +298,25 @@ def report(results: list[Result]) -> str:
               for r in results]
     notes = []
     for modality in ("image", "text"):
-        raw32, raw1 = by_name.get(f"raw {modality} batch 32"), by_name.get(f"raw {modality} batch 1")
         c16, c1 = by_name.get(f"REST {modality} c=16"), by_name.get(f"REST {modality} c=1")
-        if raw32 and c16:
-            notes.append(f"- {modality}: REST c=16 / raw batch 32 throughput = "
-                         f"{c16.items_per_s / raw32.items_per_s:.1%}")
+        for batch in (32, 16):
+            raw = by_name.get(f"raw {modality} batch {batch}")
+            if raw and c16:
+                notes.append(f"- {modality}: REST c=16 / raw batch {batch} throughput = "
+                             f"{c16.items_per_s / raw.items_per_s:.1%}")
+        raw1 = by_name.get(f"raw {modality} batch 1")
         if raw1 and c1:
             notes.append(f"- {modality}: REST c=1 p50 - raw batch-1 p50 = {c1.p50_ms - raw1.p50_ms:+.1f} ms")
     return "\n".join([*lines, "", *notes])
+
+
+def cpu_steal() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs so far (Linux; (0, 0) elsewhere): time the host gave others."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -262,7 +325,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=None, help="measure a running server (host:port) instead of starting one")
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="folder of JPEG photos")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--seconds", type=float, default=15.0, help="duration of each measurement")
+    parser.add_argument("--seconds", type=float, default=15.0, help="time per configuration, over all rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="measure the configurations in turn, this many times")
     parser.add_argument("--no-baseline", action="store_true", help="skip the raw in-process measurement")
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for clipserve serve")
 
@@ -271,7 +335,6 @@ def run(args: argparse.Namespace) -> int:
     """Measure and print the table."""
     photos = load_photos(args.photos, 125)
     texts = make_texts(512)
-    results = [] if args.no_baseline else raw_baseline(args.model, photos, texts, args.seconds)
     proc = None
     if args.url:
         host, _, port_s = args.url.rpartition(":")
@@ -279,15 +342,26 @@ def run(args: argparse.Namespace) -> int:
     else:
         host, port = "127.0.0.1", free_port()
         proc = start_server(port, ["--model", args.model, *args.server_arg])
+    close: Callable[[], None] = lambda: None  # noqa: E731
+    steal0 = cpu_steal()
     try:
-        results += measure_server(host, port, request_bodies(host, port, photos, texts), args.concurrency,
-                                  args.seconds)
+        runners: dict[str, Runner] = {}
+        if not args.no_baseline:
+            runners, close = raw_runners(args.model, photos, texts)
+        bodies = request_bodies(host, port, photos, texts)
+        runners |= rest_runners(host, port, bodies, args.concurrency)
+        order = sorted(runners, key=lambda name: "image" not in name)  # images first, then texts
+        results = measure({name: runners[name] for name in order}, args.seconds, args.rounds)
     finally:
+        close()
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=60)
+    steal1 = cpu_steal()
+    steal = (steal1[0] - steal0[0]) / max(1, steal1[1] - steal0[1])
     print(f"model {args.model}, {os.cpu_count()} CPUs, {statistics.mean([len(p) for p in photos]) / 1e3:.0f} kB "
-          f"mean photo size, {args.seconds:.0f} s per measurement\n")
+          f"mean photo size, {args.seconds:.0f} s per configuration in {args.rounds} rounds, "
+          f"CPU steal {steal:.1%}\n")
     print(report(results))
     return 0
 
