@@ -27,6 +27,7 @@ from service.engine_support import ClassEmbeddings, gather_or_cancel, remaining,
 from service.errors import ClipServeError, DeadlineExceeded, InvalidInput, NotFound, Unavailable
 from service.logs import REQUEST
 from service.metrics import Metrics
+from service.onnx_cache import ensure_onnx
 from service.runtime.base import ModelInfo
 from service.runtime.factory import backend_loaders
 from service.served_model import BackendThread, ServedModel
@@ -126,6 +127,7 @@ class Engine:
         """Resolve, load (in a thread), warm up and start one model."""
         config = resolve_model(name, self.settings.model_dir)
         begin = time.perf_counter()
+        config = await asyncio.to_thread(ensure_onnx, config, self.settings)  # may export it (once, cached)
         loaders = backend_loaders(config, self.settings)
         threads = await asyncio.to_thread(
             lambda: [BackendThread(load, f"clipserve-{config.name}-{i}") for i, load in enumerate(loaders)]
