@@ -1,4 +1,8 @@
-"""End to end: the real server process classifies CIFAR-10 test JPEGs over HTTP with the demo model."""
+"""End to end: the real server process classifies CIFAR-10 test JPEGs over HTTP with the demo model.
+
+The server serves the demo model on ONNX Runtime, its default, from the session's cache
+(``CLIPSERVE_CACHE_DIR``, inherited): exported there on demand unless another test did it first.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +47,8 @@ def test_classify_cifar10_over_http_with_the_demo_model(tmp_path: Path) -> None:
         server.wait_ready()
         correct = 0
         with httpx.Client(base_url=server.url, timeout=120) as client:
+            (info,) = client.get("/models").json()["data"]
+            assert (info["backend"], info["precision"]) == ("onnx", "fp32")  # exported on demand, cached
             for start in range(0, len(images), CHUNK):
                 chunk = images[start : start + CHUNK]
                 body = {"images": [base64.b64encode(data).decode() for _, data in chunk], "label_set": "cifar10",

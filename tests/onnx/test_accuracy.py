@@ -7,15 +7,10 @@ are in docs/benchmarks.md (``benchmarks/bench_onnx.py accuracy``).
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from benchmarks.bench_onnx import BackendZeroShot
-from service.clip.model_config import read_config, resolve_model
+from service.clip.model_config import ModelConfig
 from service.config import REPO_MODELS_DIR
 from service.evaluate import ZeroShotModel, evaluate
-from service.export import ExportOptions, export_model
 from service.runtime.onnx_backend import OnnxBackend
 from tests.shared_data import require_cifar10
 
@@ -24,13 +19,10 @@ SUBSET = 1000
 MAX_CHANGE = 0.003  # 0.3 points
 
 
-def test_demo_zero_shot_accuracy_matches_torch(tmp_path: Path) -> None:
-    if not (REPO_MODELS_DIR / DEMO / "config.json").is_file():
-        pytest.skip(f"the demo model is not in {REPO_MODELS_DIR / DEMO} yet")
+def test_demo_zero_shot_accuracy_matches_torch(demo_onnx: ModelConfig) -> None:
+    """ORT on the session's on-demand export of the demo model (``demo_onnx``), torch on its weights."""
     data = require_cifar10() / "test.tar"
-    export_model(resolve_model(DEMO, REPO_MODELS_DIR), tmp_path / DEMO, DEMO, ExportOptions())
-    config = read_config(tmp_path / DEMO)
-    onnx_model = BackendZeroShot(OnnxBackend(config), config)
+    onnx_model = BackendZeroShot(OnnxBackend(demo_onnx), demo_onnx)
     on_onnx = evaluate(onnx_model, data, limit=SUBSET)  # type: ignore[arg-type]  # evaluate duck-types its model
     on_torch = evaluate(ZeroShotModel(DEMO, REPO_MODELS_DIR), data, limit=SUBSET)
     assert on_onnx.images == on_torch.images == SUBSET and on_onnx.label_set == on_torch.label_set

@@ -50,12 +50,19 @@ def _demo() -> ModelConfig:
 )
 def backends(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[tuple[OnnxBackend, TorchBackend]]:
-    """The model exported once to fp32 ONNX, and the same model on the torch backend."""
+    """The model exported once to fp32 ONNX, and the same model on the torch backend.
+
+    The demo model's export is the session's on-demand one (``demo_onnx``), as the server makes it.
+    """
     name: str = request.param
-    config = _demo() if name == DEMO else resolve_model(name, Path("/nonexistent"))
-    out = tmp_path_factory.mktemp(f"parity-{name}") / name
-    export_model(config, out, name, ExportOptions())
-    pair = OnnxBackend(read_config(out)), TorchBackend(config, threads=2)
+    if name == DEMO:
+        config, exported = _demo(), request.getfixturevalue("demo_onnx")
+    else:
+        config = resolve_model(name, Path("/nonexistent"))
+        out = tmp_path_factory.mktemp(f"parity-{name}") / name
+        export_model(config, out, name, ExportOptions())
+        exported = read_config(out)
+    pair = OnnxBackend(exported), TorchBackend(config, threads=2)
     yield pair
     for backend in pair:
         backend.close()

@@ -1,0 +1,173 @@
+"""On-demand ONNX exports (``service.onnx_cache``): made once into the cache, reused, never half-used.
+
+The tiny random model is exported for real once here (seconds); the demo model's export is the
+session's (``demo_onnx``), the one the server makes when it serves the demo model by default.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import service.export
+from service.clip.model_config import ModelConfig, read_config, resolve_model, write_config
+from service.config import REPO_MODELS_DIR, Settings
+from service.errors import NotFound
+from service.onnx_cache import cache_folder, cache_root, ensure_onnx
+from service.runtime.factory import create_backend
+from tests.api.helpers import serve
+from tests.onnx.conftest import write_tiny
+
+Export = Callable[..., ModelConfig]
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> ModelConfig:
+    """The tiny model as a repository entry without ONNX files (its config says torch)."""
+    return write_tiny(tmp_path / "models")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Serve on onnx, with a cache of this test's own."""
+    return Settings(model_dir=tmp_path / "models", cache_dir=tmp_path / "cache", backend="onnx")
+
+
+def count_exports(monkeypatch: pytest.MonkeyPatch, export: Export = service.export.export_model) -> list[Path]:
+    """Route ``service.export.export_model`` through ``export``, recording each call's output folder."""
+    calls: list[Path] = []
+
+    def counted(config: ModelConfig, out_dir: Path, *args: Any, **kwargs: Any) -> ModelConfig:
+        calls.append(out_dir)
+        return export(config, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(service.export, "export_model", counted)
+    return calls
+
+
+def copy_export(source: Path) -> Export:
+    """An export that copies the finished export in ``source`` (fast stand-in for the real one)."""
+
+    def export(config: ModelConfig, out_dir: Path, name: str, *args: Any) -> ModelConfig:
+        shutil.copytree(source, out_dir, dirs_exist_ok=True)
+        exported = read_config(out_dir).model_copy(update={"name": name})
+        write_config(exported, out_dir)
+        return exported
+
+    return export
+
+
+def mtimes(folder: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def test_exports_once_into_the_cache_then_reuses_it(tiny: ModelConfig, settings: Settings,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    calls = count_exports(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="service.onnx_cache"):
+        first = ensure_onnx(tiny, settings)
+    folder = cache_folder(tiny, settings)
+    assert len(calls) == 1 and calls[0].parent == folder.parent != calls[0]  # a temporary folder, renamed
+    assert first.path == folder and folder.parent == settings.cache_dir / "onnx"  # type: ignore[operator]
+    assert folder.name.startswith("tiny-") and len(folder.name) == len("tiny-") + 12
+    assert (first.name, first.backend, first.embed_dim) == ("tiny", "onnx", 32)
+    assert any("exported to ONNX in" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folder left
+    before = mtimes(folder)
+
+    again = ensure_onnx(tiny, settings)
+    assert len(calls) == 1 and again == first and mtimes(folder) == before
+    backend = create_backend(again, settings)
+    assert (backend.info.name, backend.info.backend, backend.info.dimension) == ("tiny", "onnx", 32)
+    backend.close()
+
+
+def test_an_interrupted_export_is_never_reused(tiny: ModelConfig, settings: Settings, tiny_repo: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def killed(config: ModelConfig, out_dir: Path, *args: Any) -> ModelConfig:
+        (out_dir / "onnx").mkdir(parents=True)
+        (out_dir / "onnx" / "image.onnx").write_bytes(b"half a graph")
+        raise RuntimeError("killed mid-export")
+
+    count_exports(monkeypatch, killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        ensure_onnx(tiny, settings)
+    folder = cache_folder(tiny, settings)
+    assert not folder.exists() and not list(folder.parent.iterdir())
+
+    folder.mkdir()  # a folder that lacks its graphs (deleted by hand, say) is exported again
+    write_config(read_config(tiny_repo / "tiny-onnx"), folder)
+    calls = count_exports(monkeypatch, copy_export(tiny_repo / "tiny-onnx"))
+    exported = ensure_onnx(tiny, settings)
+    assert len(calls) == 1 and exported.path == folder and (folder / "onnx" / "image.onnx").is_file()
+
+
+def test_without_torch_a_missing_export_is_not_found(tiny: ModelConfig, settings: Settings,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    calls = count_exports(monkeypatch)
+    with pytest.raises(NotFound) as caught:
+        ensure_onnx(tiny, settings)
+    message = caught.value.message
+    assert str(tiny.resolve("onnx/image.onnx")) in message
+    assert "run `clipserve export --model tiny`" in message
+    assert "torch cannot be imported" in message and "pip install 'clipserve[torch]'" in message
+    assert not calls and not cache_folder(tiny, settings).exists()
+
+
+def test_existing_files_and_other_backends_are_left_alone(tiny: ModelConfig, settings: Settings, tiny_repo: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)
+    calls = count_exports(monkeypatch)
+    exported = read_config(tiny_repo / "tiny-onnx")
+    assert ensure_onnx(exported, settings) is exported
+    assert ensure_onnx(tiny, settings.model_copy(update={"backend": "torch"})) is tiny
+    assert ensure_onnx(tiny, settings.model_copy(update={"backend": None})) is tiny  # its config says torch
+    assert not calls and not settings.cache_dir.exists()  # type: ignore[union-attr]
+
+
+def test_the_cache_key_follows_what_the_graphs_compute(tiny: ModelConfig, settings: Settings) -> None:
+    folder = cache_folder(tiny, settings)
+    assert cache_folder(tiny.model_copy(update={"backend": "onnx", "logit_scale": 3.0}), settings) == folder
+    for change in ({"seed": 4}, {"image_size": 32}, {"mean": (0.5, 0.5, 0.5)}, {"weights": "openai"}):
+        assert cache_folder(tiny.model_copy(update=change), settings) != folder, change
+    assert tiny.path is not None
+    (tiny.path / "arch.json").write_text((tiny.path / "arch.json").read_text().replace('"layers": 2', '"layers": 1'))
+    assert cache_folder(tiny, settings) != folder
+
+
+def test_the_default_cache_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert cache_root(Settings(cache_dir=tmp_path)) == tmp_path
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root(Settings(cache_dir=None)) == tmp_path / "xdg" / "clipserve"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_root(Settings(cache_dir=None)) == Path.home() / ".cache" / "clipserve"
+
+
+def test_the_demo_models_export_is_reused(demo_onnx: ModelConfig, clipserve_cache: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = resolve_model("clipserve-demo", REPO_MODELS_DIR)
+    assert demo.backend == "onnx" and demo.onnx is not None and demo.onnx.precision == "fp32"
+    if demo_onnx is demo:
+        pytest.skip("models/clipserve-demo/onnx/ holds an export (made in place): the cache is not used")
+    assert demo_onnx.path == cache_folder(demo, Settings(cache_dir=clipserve_cache))
+    calls = count_exports(monkeypatch)
+    assert ensure_onnx(demo, Settings(model_dir=REPO_MODELS_DIR)) == demo_onnx  # the session's CLIPSERVE_CACHE_DIR
+    assert not calls
+
+
+async def test_the_demo_model_is_served_on_onnx_by_default(demo_onnx: ModelConfig) -> None:
+    """Default settings (model, model dir, backend): GET /models reports ONNX Runtime."""
+    async with serve(Settings(grpc_port=0)) as client:
+        response = await client.get("/models")
+    assert response.status_code == 200
+    (info,) = response.json()["data"]
+    assert (info["id"], info["backend"], info["precision"]) == ("clipserve-demo", "onnx", "fp32")
+    assert info["providers"] == ["CPUExecutionProvider"]
