@@ -30,7 +30,7 @@ from service.metrics import Metrics
 from service.onnx_cache import ensure_onnx
 from service.runtime.base import ModelInfo
 from service.runtime.factory import backend_loaders
-from service.served_model import BackendThread, ServedModel
+from service.served_model import ServedModel, start_backend_threads
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,7 @@ class Engine:
         begin = time.perf_counter()
         config = await asyncio.to_thread(ensure_onnx, config, self.settings)  # may export it (once, cached)
         loaders = backend_loaders(config, self.settings)
-        threads = await asyncio.to_thread(
-            lambda: [BackendThread(load, f"clipserve-{config.name}-{i}") for i, load in enumerate(loaders)]
-        )
+        threads = await asyncio.to_thread(start_backend_threads, loaders, f"clipserve-{config.name}")
         served = ServedModel(config, threads, self.settings, self.metrics)
         self.metrics.model_load.labels(model=served.name).set(time.perf_counter() - begin)
         try:

@@ -79,6 +79,23 @@ class BackendThread:
             self._thread.shutdown(wait=False)
 
 
+def start_backend_threads(loaders: Sequence[Callable[[], Backend]], name: str) -> list[BackendThread]:
+    """One ``BackendThread`` per loader (blocking; call in a thread). If one fails to load, those
+    already started are closed before the error propagates, so no backend is left running."""
+    threads: list[BackendThread] = []
+    try:
+        for i, load in enumerate(loaders):
+            threads.append(BackendThread(load, f"{name}-{i}"))
+    except BaseException:
+        for i, thread in enumerate(threads):
+            try:
+                thread.close()
+            except Exception:  # the load error is the one to report
+                log.exception("closing backend %s-%d after a failed start", name, i)
+        raise
+    return threads
+
+
 class ServedModel:
     """A loaded model and everything needed to feed it."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from service.clip.model_config import ModelConfig
 from service.runtime.base import Backend
 from service.runtime.factory import backend_name, create_backends, worker_device
 from service.runtime.fake import FakeBackend
+from service.served_model import start_backend_threads
 from tests.api.helpers import make_settings, write_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,3 +88,16 @@ def test_serving_the_fake_model_never_imports_torch(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["(1,", "32)", "False"]
+
+
+def test_backends_started_before_a_failed_one_are_closed() -> None:
+    started = fake(embed_dim=8)
+    closed_on: list[str] = []
+    started.close = lambda: closed_on.append(threading.current_thread().name)  # type: ignore[method-assign]
+
+    def broken() -> Backend:
+        raise RuntimeError("worker 1: out of GPU memory")
+
+    with pytest.raises(RuntimeError, match="out of GPU memory"):
+        start_backend_threads([lambda: started, broken], "clipserve-f")
+    assert closed_on == ["clipserve-f-0_0"]  # closed, on its own backend thread
