@@ -138,10 +138,11 @@ def raw_runners(model: str, photos: list[bytes], texts: list[str]) -> tuple[dict
     from service.clip.preprocess import ImagePreprocessor, PreprocessConfig
     from service.clip.tokenizer import Tokenizer, pad_batch
     from service.config import Settings
+    from service.onnx_cache import ensure_onnx
     from service.runtime.factory import create_backend
 
     settings = Settings(model=model)
-    config = resolve_model(model, settings.model_dir)
+    config = ensure_onnx(resolve_model(model, settings.model_dir), settings)
     backend = create_backend(config, settings)
     config = getattr(backend, "config", config)
     pre = ImagePreprocessor(PreprocessConfig.from_model_config(config), max_pixels=settings.max_image_pixels)
