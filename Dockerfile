@@ -47,6 +47,11 @@ COPY service ./service
 RUN pip install --no-cache-dir "./[torch,gpu]" "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
     && pip uninstall -y onnxruntime \
     && pip install --no-cache-dir --force-reinstall --no-deps "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}"
+# The demo model is served by ONNX Runtime: export its graphs now, not at every container start.
+COPY --from=models /models /models
+RUN test -f /models/clipserve-demo/onnx/image.onnx \
+    || clipserve export --model clipserve-demo --model-dir /models \
+    && chmod -R a+rX,go-w /models
 
 # ---------------------------------------------------------------------------------------------------
 # GPU runtime image.
@@ -58,7 +63,7 @@ RUN apt-get update \
     && groupadd --system --gid 10001 clipserve \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin clipserve
 COPY --from=gpu-build /opt/venv /opt/venv
-COPY --from=models /models /models
+COPY --from=gpu-build /models /models
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -99,6 +104,13 @@ RUN if [ "$WITH_TORCH" = "1" ]; then \
     else \
         pip install --no-cache-dir ./; \
     fi
+# The demo model is served by ONNX Runtime: export its graphs now, not at every container start. Without
+# torch (WITH_TORCH=0) they cannot be made here: export them into models/clipserve-demo/onnx before the build.
+COPY --from=models /models /models
+RUN if [ "$WITH_TORCH" = "1" ] && [ ! -f /models/clipserve-demo/onnx/image.onnx ]; then \
+        clipserve export --model clipserve-demo --model-dir /models; \
+    fi \
+    && chmod -R a+rX,go-w /models
 
 # ---------------------------------------------------------------------------------------------------
 # CPU runtime image.
@@ -106,7 +118,7 @@ FROM ${PYTHON_IMAGE} AS cpu
 RUN groupadd --system --gid 10001 clipserve \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin clipserve
 COPY --from=cpu-build /opt/venv /opt/venv
-COPY --from=models /models /models
+COPY --from=cpu-build /models /models
 # Nothing is written under / at run time (Kubernetes mounts the root file system read-only): caches of
 # downloaded weights go to /tmp (an emptyDir there), and byte code is compiled at install time.
 ENV PATH=/opt/venv/bin:$PATH \

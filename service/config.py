@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     )
     onnx_memory_arena: bool = Field(True, description="ONNX Runtime's CPU memory arena (off: less memory held).")
     warmup: bool = Field(True, description="Warm each model up before reporting ready.")
-    cache_dir: Path | None = Field(None, description="Where downloaded weights are cached.")
+    cache_dir: Path | None = Field(
+        None, description="Where downloaded weights and on-demand ONNX exports are cached (default: ~/.cache)."
+    )
 
     # Batching
     max_batch_size: int = Field(32, ge=1, description="Largest batch the batcher forms.")

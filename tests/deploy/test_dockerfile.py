@@ -55,7 +55,7 @@ def test_runtime_targets(target: str) -> None:
     assert "HEALTHCHECK" in stage and "urllib" in stage and "/readyz" in stage
     assert "CLIPSERVE_HOST=0.0.0.0" in stage
     assert "CLIPSERVE_MODEL_DIR=/models" in stage
-    assert re.search(r"^COPY --from=models /models /models$", stage, re.M)
+    assert re.search(rf"^COPY --from={target}-build /models /models$", stage, re.M)  # with the demo's ONNX export
     assert re.search(r'^ENTRYPOINT \["clipserve"\]', stage, re.M)
     assert "EXPOSE 8000 50051" in stage
 
@@ -64,6 +64,14 @@ def test_demo_model_is_baked_in_readable() -> None:
     stage = _stages()["models"]
     assert re.search(r"^COPY models/clipserve-demo /models/clipserve-demo$", stage, re.M)
     assert re.search(r"^RUN chmod -R a\+rX", stage, re.M)
+
+
+@pytest.mark.parametrize("build", ["cpu-build", "gpu-build"])
+def test_build_stages_export_the_demo_model(build: str) -> None:
+    stage = _stages()[build]
+    assert re.search(r"^COPY --from=models /models /models$", stage, re.M)
+    assert "clipserve export --model clipserve-demo --model-dir /models" in stage
+    assert "chmod -R a+rX,go-w /models" in stage
 
 
 def test_cpu_image_has_no_cuda_and_gpu_image_has() -> None:
