@@ -128,7 +128,9 @@ def _time_loop(fn: Callable[[], None], items: int, seconds: float) -> Sample:
     return items * len(latencies), time.perf_counter() - begin, latencies
 
 
-def raw_runners(model: str, photos: list[bytes], texts: list[str]) -> tuple[dict[str, Runner], Callable[[], None]]:
+def raw_runners(
+    model: str, photos: list[bytes], texts: list[str], backend_name: str | None = None
+) -> tuple[dict[str, Runner], Callable[[], None]]:
     """In-process configurations of the same model (batch 32, 16 and 1), and a function that frees it.
 
     Images: decode + preprocess + encode; texts: tokenize + encode, padded to the batch's longest text.
@@ -141,7 +143,7 @@ def raw_runners(model: str, photos: list[bytes], texts: list[str]) -> tuple[dict
     from service.onnx_cache import ensure_onnx
     from service.runtime.factory import create_backend
 
-    settings = Settings(model=model)
+    settings = Settings(model=model, backend=backend_name)
     config = ensure_onnx(resolve_model(model, settings.model_dir), settings)
     backend = create_backend(config, settings)
     config = getattr(backend, "config", config)
@@ -323,6 +325,8 @@ def cpu_steal() -> tuple[int, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``clipserve bench``."""
     parser.add_argument("--model", default="ViT-B-32", help="model to serve and measure (default: ViT-B-32, random)")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default=None,
+                        help="backend of both the server and the raw baseline (default: the model's own)")
     parser.add_argument("--url", default=None, help="measure a running server (host:port) instead of starting one")
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="folder of JPEG photos")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
@@ -342,13 +346,14 @@ def run(args: argparse.Namespace) -> int:
         port = int(port_s)
     else:
         host, port = "127.0.0.1", free_port()
-        proc = start_server(port, ["--model", args.model, *args.server_arg])
+        backend_flag = ["--backend", args.backend] if args.backend else []
+        proc = start_server(port, ["--model", args.model, *backend_flag, *args.server_arg])
     close: Callable[[], None] = lambda: None  # noqa: E731
     steal0 = cpu_steal()
     try:
         runners: dict[str, Runner] = {}
         if not args.no_baseline:
-            runners, close = raw_runners(args.model, photos, texts)
+            runners, close = raw_runners(args.model, photos, texts, args.backend)
         bodies = request_bodies(host, port, photos, texts)
         runners |= rest_runners(host, port, bodies, args.concurrency)
         order = sorted(runners, key=lambda name: "image" not in name)  # images first, then texts
