@@ -30,7 +30,7 @@ from service.metrics import Metrics
 from service.onnx_cache import ensure_onnx
 from service.runtime.base import ModelInfo
 from service.runtime.factory import backend_loaders
-from service.served_model import ServedModel, start_backend_threads
+from service.served_model import ServedModel, close_backend_threads, start_backend_threads
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,11 @@ class Engine:
         config = await asyncio.to_thread(ensure_onnx, config, self.settings)  # may export it (once, cached)
         loaders = backend_loaders(config, self.settings)
         threads = await asyncio.to_thread(start_backend_threads, loaders, f"clipserve-{config.name}")
-        served = ServedModel(config, threads, self.settings, self.metrics)
+        try:
+            served = ServedModel(config, threads, self.settings, self.metrics)
+        except BaseException:
+            close_backend_threads(threads, config.name)
+            raise
         self.metrics.model_load.labels(model=served.name).set(time.perf_counter() - begin)
         try:
             if self.settings.warmup:

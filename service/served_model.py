@@ -87,13 +87,18 @@ def start_backend_threads(loaders: Sequence[Callable[[], Backend]], name: str) -
         for i, load in enumerate(loaders):
             threads.append(BackendThread(load, f"{name}-{i}"))
     except BaseException:
-        for i, thread in enumerate(threads):
-            try:
-                thread.close()
-            except Exception:  # the load error is the one to report
-                log.exception("closing backend %s-%d after a failed start", name, i)
+        close_backend_threads(threads, name)
         raise
     return threads
+
+
+def close_backend_threads(threads: Sequence[BackendThread], name: str) -> None:
+    """Close each backend thread; one that fails to close is logged and does not stop the others."""
+    for i, thread in enumerate(threads):
+        try:
+            thread.close()
+        except Exception:
+            log.exception("closing backend %d of model %r failed", i, name)
 
 
 class ServedModel:
@@ -157,8 +162,4 @@ class ServedModel:
     async def stop(self, drain_timeout_s: float) -> None:
         """Finish queued work (bounded), stop the batchers and release the backends."""
         await asyncio.gather(self.images.stop(drain_timeout_s), self.texts.stop(drain_timeout_s))
-        for thread in self._threads:
-            try:
-                thread.close()
-            except Exception:  # closing must not stop the others from closing
-                log.exception("closing a backend of model %r failed", self.name)
+        close_backend_threads(self._threads, self.name)
