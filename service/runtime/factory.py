@@ -56,8 +56,3 @@ def backend_loaders(config: ModelConfig, settings: Settings) -> list[Callable[[]
     The engine calls each loader on the thread that will run the backend (``BackendThread``).
     """
     return [functools.partial(create_backend, config, settings, i) for i in range(settings.workers_per_model)]
-
-
-def create_backends(config: ModelConfig, settings: Settings) -> list[Backend]:
-    """``settings.workers_per_model`` backend instances for ``config`` (one per worker), loaded here."""
-    return [load() for load in backend_loaders(config, settings)]

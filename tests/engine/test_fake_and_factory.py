@@ -13,7 +13,7 @@ import pytest
 
 from service.clip.model_config import ModelConfig
 from service.runtime.base import Backend
-from service.runtime.factory import backend_name, create_backends, worker_device
+from service.runtime.factory import backend_loaders, backend_name, worker_device
 from service.runtime.fake import FakeBackend
 from service.served_model import start_backend_threads
 from tests.api.helpers import make_settings, write_model
@@ -61,7 +61,7 @@ def test_backend_choice_and_workers(tmp_path: Path) -> None:
     assert backend_name(fake_model, settings) == "fake"
     assert [worker_device("cuda", i, 2) for i in range(2)] == ["cuda:0", "cuda:1"]
     assert worker_device("cuda:1", 0, 2) == "cuda:1" and worker_device("cpu", 1, 3) == "cpu"
-    backends = create_backends(fake_model, settings)
+    backends = [load() for load in backend_loaders(fake_model, settings)]
     assert len(backends) == 3 and all(isinstance(b, FakeBackend) for b in backends)
 
 
