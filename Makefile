@@ -34,4 +34,4 @@ unit:
 	$(VENV)/bin/pytest -q
 
 proto:  ## regenerate the gRPC Python code from proto/
-	$(PY) -m service.grpc.codegen
+	$(PY) -m service.protocol.codegen

@@ -21,7 +21,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service.bench import DEFAULT_PHOTOS, free_port, load, load_photos, make_texts, request_bodies, start_server  # noqa: E402
+from service.measure.serving import (  # noqa: E402
+    DEFAULT_PHOTOS,
+    free_port,
+    load,
+    load_photos,
+    make_texts,
+    request_bodies,
+    start_server,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

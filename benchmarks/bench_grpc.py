@@ -38,10 +38,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service.bench import start_server as serve_process  # noqa: E402
 from service.client.grpc import AsyncGrpcTransport  # noqa: E402
 from service.client.rest import AsyncRestTransport  # noqa: E402
 from service.client.types import AsyncTransport, Input  # noqa: E402
+from service.measure.serving import start_server as serve_process  # noqa: E402
 
 SHARED = Path(os.environ.get("CLIPSERVE_SHARED", REPO.parent / "shared"))
 

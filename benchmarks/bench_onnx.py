@@ -13,9 +13,9 @@ padded to the batch's longest as the server does); one warm-up call, then calls 
 seconds (3 at least), the median call gives items/s and the CPU time of all calls gives items per
 CPU-second. Each backend runs in a process of its own (ORT's and torch's waiting threads spin). REST: a
 ``clipserve serve --backend ...`` subprocess per backend under the serving benchmark's load generator
-(``service.bench``: one item per request, concurrency 16).
+(``service.measure.serving``: one item per request, concurrency 16).
 
-``accuracy`` runs the zero-shot evaluation of ``service.evaluate`` (label set, prompt ensemble, same
+``accuracy`` runs the zero-shot evaluation of ``service.measure.accuracy`` (label set, prompt ensemble, same
 images) with the model on torch (the eval command's own loader) and exported to ORT fp32 and int8.
 """
 
@@ -109,7 +109,7 @@ def timed(call: Callable[[], object], min_time: float) -> tuple[float, float]:
 
 def prompts(n: int) -> list[str]:
     """CLIP-paper style captions (templates x ImageNet classes), as the serving benchmark uses."""
-    from service.bench import make_texts
+    from service.measure.serving import make_texts
 
     return make_texts(n)
 
@@ -157,7 +157,7 @@ def measure_in_process(model: str, work_dir: Path, batches: Sequence[int], min_t
 
 def measure_rest(model: str, work_dir: Path, seconds: float, threads: int, concurrency: int = 16) -> list[Cell]:
     """Items/s through ``clipserve serve --backend X`` at ``concurrency`` (one item per request)."""
-    from service.bench import free_port, load_photos, make_texts, measure_server, request_bodies, start_server
+    from service.measure.serving import free_port, load_photos, make_texts, measure_server, request_bodies, start_server
 
     photos, texts = load_photos(SHARED / "datasets" / "photos", 125), make_texts(512)
     cells = []
@@ -202,7 +202,7 @@ def speed_table(cells: list[Cell]) -> str:
 
 
 class BackendZeroShot:
-    """``service.evaluate``'s model interface over a runtime backend: what the server computes."""
+    """``service.measure.accuracy``'s model interface over a runtime backend: what the server computes."""
 
     def __init__(self, backend: Backend, config: ModelConfig) -> None:
         self.backend, self.config = backend, config
@@ -220,7 +220,7 @@ class BackendZeroShot:
 
 def accuracy(model: str, data: Path, limit: int | None, work_dir: Path) -> list[tuple[str, Any]]:
     """Zero-shot results of ``model`` on torch (the eval command's model) and on ORT fp32 and int8."""
-    from service.evaluate import ZeroShotModel, evaluate
+    from service.measure.accuracy import ZeroShotModel, evaluate
     from service.runtime.onnx_backend import OnnxBackend
 
     results = [("torch fp32", evaluate(ZeroShotModel(model, REPO_MODELS_DIR), data, limit=limit))]

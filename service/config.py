@@ -28,7 +28,7 @@ class Settings(BaseSettings):
 
     # Network
     host: str = Field("127.0.0.1", description="REST bind address.")
-    port: int = Field(8000, description="REST port.")
+    port: int = Field(8000, description="REST port; 0 turns REST off.")
     grpc_port: int = Field(50051, description="gRPC port; 0 turns gRPC off.")
 
     # Models
@@ -75,7 +75,14 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Encoded size of one image.")
     max_image_pixels: int = Field(50_000_000, ge=1, description="Pixels of one image (decompression bombs).")
     max_text_chars: int = Field(2000, ge=1, description="Characters of one text.")
-    max_labels: int = Field(2000, ge=1, description="Labels per classify request.")
+    max_labels: int = Field(2000, ge=1, description="Labels (and templates) per classify request.")
+    max_prompts: int = Field(
+        100_000, ge=1, description="Prompts (labels x templates) per classify request; ImageNet's set is 80,000."
+    )
+    max_prompt_chars: int = Field(
+        4_000_000, ge=1, description="Characters of all prompts of one classify request together."
+    )
+    max_class_jobs: int = Field(2, ge=1, description="Class-embedding computations (new label sets) run at once.")
     class_cache_size: int = Field(64, ge=0, description="Zero-shot class-embedding matrices kept (LRU).")
     jpeg_draft: bool = Field(False, description="Decode large JPEGs at reduced scale (faster, slightly different).")
 

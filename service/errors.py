@@ -1,37 +1,12 @@
-"""Domain errors shared by every layer; each front end maps an error kind to its own status.
+"""Domain errors shared by every layer; each carries an ``ErrorKind`` that front ends map to a status.
 
-REST maps ``ErrorKind`` to an HTTP status, gRPC to a status code (see ``HTTP_STATUS`` and
-``service.grpc`` for the gRPC mapping). Lower layers raise these; nothing lower imports a front end.
+The kinds and their HTTP and gRPC codes live in ``service.protocol.errors`` (clients share them).
+Lower layers raise these; nothing lower imports a front end.
 """
 
 from __future__ import annotations
 
-from enum import Enum
-
-
-class ErrorKind(str, Enum):
-    """What went wrong, independent of the protocol that reports it."""
-
-    INVALID = "invalid_argument"  # bad input: 422 / INVALID_ARGUMENT
-    TOO_LARGE = "too_large"  # over a size limit: 413 / RESOURCE_EXHAUSTED
-    NOT_FOUND = "not_found"  # unknown model or label set: 404 / NOT_FOUND
-    OVERLOADED = "overloaded"  # queue full: 429 / RESOURCE_EXHAUSTED
-    TIMEOUT = "timeout"  # deadline passed: 504 / DEADLINE_EXCEEDED
-    UNAVAILABLE = "unavailable"  # not ready or shutting down: 503 / UNAVAILABLE
-    CANCELLED = "cancelled"  # the client went away: 499 / CANCELLED
-    INTERNAL = "internal"  # a crashed batch or a bug: 500 / INTERNAL
-
-
-HTTP_STATUS: dict[ErrorKind, int] = {
-    ErrorKind.INVALID: 422,
-    ErrorKind.TOO_LARGE: 413,
-    ErrorKind.NOT_FOUND: 404,
-    ErrorKind.OVERLOADED: 429,
-    ErrorKind.TIMEOUT: 504,
-    ErrorKind.UNAVAILABLE: 503,
-    ErrorKind.CANCELLED: 499,
-    ErrorKind.INTERNAL: 500,
-}
+from service.protocol.errors import HTTP_STATUS, ErrorKind
 
 
 class ClipServeError(Exception):

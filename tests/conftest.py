@@ -52,7 +52,7 @@ def demo_onnx(clipserve_cache: Path) -> ModelConfig:
     """The demo model's config with its ONNX files: the session's on-demand export (made on first use)."""
     from service.clip.model_config import resolve_model
     from service.config import REPO_MODELS_DIR, Settings
-    from service.onnx_cache import ensure_onnx
+    from service.runtime.onnx_cache import ensure_onnx
 
     if not (REPO_MODELS_DIR / DEMO / "config.json").is_file():
         pytest.skip(f"the demo model is not in {REPO_MODELS_DIR / DEMO}")

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from service.config import REPO_MODELS_DIR
-from service.evaluate import add_arguments, balanced_subset, evaluate, list_images, run
+from service.measure.accuracy import add_arguments, balanced_subset, evaluate, list_images, run
 from tests.shared_data import require_cifar10
 
 DEMO = REPO_MODELS_DIR / "clipserve-demo"
@@ -15,7 +15,7 @@ DEMO = REPO_MODELS_DIR / "clipserve-demo"
 
 @pytest.fixture(scope="module")
 def demo_model():  # type: ignore[no-untyped-def]
-    from service.evaluate import ZeroShotModel
+    from service.measure.accuracy import ZeroShotModel
 
     if not (DEMO / "config.json").is_file():
         pytest.fail(f"the bundled demo model is missing ({DEMO}/config.json)")

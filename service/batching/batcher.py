@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from service.batching.queue import ItemQueue, LoadEstimate
-from service.batching.request import Item, Request, check_rows, client_error
+from service.batching.request import QueuedItem, Request, check_rows, client_error
 from service.errors import DeadlineExceeded, Unavailable
 from service.metrics import Metrics
 
@@ -80,7 +80,7 @@ class Batcher(Generic[P]):
         m = metrics or Metrics()
         labels = {"model": model, "modality": modality}
         self._queue = ItemQueue(config.queue_size, f"model {model!r} ({modality})", m.queue_depth.labels(**labels))
-        self._formed: asyncio.Queue[list[Item]] = asyncio.Queue()
+        self._formed: asyncio.Queue[list[QueuedItem]] = asyncio.Queue()
         self._slots = asyncio.Semaphore(len(self._workers))  # batches that may be formed ahead
         self._pending: set[Request] = set()
         self._in_flight = 0  # items of pending requests
@@ -134,7 +134,7 @@ class Batcher(Generic[P]):
         self._pending.add(request)
         self._in_flight += request.size
         request.future.add_done_callback(lambda _: self._forget(request))
-        self._queue.put(Item(request, i, p) for i, p in enumerate(payloads))
+        self._queue.put(QueuedItem(request, i, p) for i, p in enumerate(payloads))
         self._load.observe(self._in_flight)
         return await self._wait(request)
 
@@ -208,10 +208,10 @@ class Batcher(Generic[P]):
         if reason is not None and purged:
             self._m_dropped[reason].inc(purged)
 
-    def _live(self, batch: list[Item]) -> list[Item]:
+    def _live(self, batch: list[QueuedItem]) -> list[QueuedItem]:
         """The items still worth computing: drop those of expired or ended requests."""
         now = time.monotonic()
-        live: list[Item] = []
+        live: list[QueuedItem] = []
         for item in batch:
             request = item.request
             if request.live and request.expired(now):
@@ -252,7 +252,7 @@ class Batcher(Generic[P]):
                 for item in batch:
                     item.request.fail(client_error(exc, self.model, self.modality))
 
-    async def _run_batch(self, fn: ComputeFn, executor: ThreadPoolExecutor, batch: list[Item]) -> None:
+    async def _run_batch(self, fn: ComputeFn, executor: ThreadPoolExecutor, batch: list[QueuedItem]) -> None:
         """Compute the live items of ``batch``; when that raises, retry request by request."""
         items = self._live(batch)
         if not items:
@@ -263,7 +263,7 @@ class Batcher(Generic[P]):
         try:
             rows = await self._compute(fn, executor, items)
         except Exception as exc:
-            groups: dict[Request, list[Item]] = {}
+            groups: dict[Request, list[QueuedItem]] = {}
             for item in items:
                 groups.setdefault(item.request, []).append(item)
             if len(groups) == 1:  # a retry would run the very same batch again
@@ -274,7 +274,7 @@ class Batcher(Generic[P]):
             return
         self._deliver(items, rows)
 
-    async def _run_alone(self, fn: ComputeFn, executor: ThreadPoolExecutor, group: list[Item]) -> None:
+    async def _run_alone(self, fn: ComputeFn, executor: ThreadPoolExecutor, group: list[QueuedItem]) -> None:
         """Retry one request's items of a failed batch on their own."""
         items = self._live(group)
         if not items:
@@ -286,7 +286,7 @@ class Batcher(Generic[P]):
             return
         self._deliver(items, rows)
 
-    async def _compute(self, fn: ComputeFn, executor: ThreadPoolExecutor, items: list[Item]) -> np.ndarray:
+    async def _compute(self, fn: ComputeFn, executor: ThreadPoolExecutor, items: list[QueuedItem]) -> np.ndarray:
         """Run ``fn`` on the items' payloads in the worker's thread; check the rows it returns."""
         payloads = [item.payload for item in items]
         begin = time.perf_counter()
@@ -306,7 +306,7 @@ class Batcher(Generic[P]):
         self._queue.throughput.add(len(items))
         return rows
 
-    def _deliver(self, items: list[Item], rows: np.ndarray) -> None:
+    def _deliver(self, items: list[QueuedItem], rows: np.ndarray) -> None:
         self._load.observe(self._in_flight)  # the peak, as the answered clients are about to come back
         for item, row in zip(items, rows, strict=True):
             item.request.accept(item.position, row)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from prometheus_client import Gauge
 
-from service.batching.request import Item, Request
+from service.batching.request import QueuedItem, Request
 from service.errors import LimitExceeded, Overloaded
 
 
@@ -72,7 +72,7 @@ class ItemQueue:
         self.size = size
         self.throughput = ThroughputMeter()
         self._label = label  # "model 'x' (image)", for messages
-        self._items: deque[Item] = deque()
+        self._items: deque[QueuedItem] = deque()
         self._arrived = asyncio.Event()  # set when items are put
         self._depth = depth
 
@@ -90,7 +90,7 @@ class ItemQueue:
                 retry_after_s=self.throughput.retry_after(excess),
             )
 
-    def put(self, items: Iterable[Item]) -> None:
+    def put(self, items: Iterable[QueuedItem]) -> None:
         """Queue ``items`` (admitted before) and wake the batch former."""
         self._items.extend(items)
         self._changed()
@@ -108,9 +108,9 @@ class ItemQueue:
         self._items.clear()
         self._changed()
 
-    async def form(self, limit: int, delay_s: float) -> list[Item]:
+    async def form(self, limit: int, delay_s: float) -> list[QueuedItem]:
         """Up to ``limit`` live items, waiting at most ``delay_s`` for more after the first one."""
-        batch: list[Item] = []
+        batch: list[QueuedItem] = []
         while not batch:
             while not self._items:
                 self._arrived.clear()
@@ -118,7 +118,7 @@ class ItemQueue:
             batch = self.take(limit)
         return await self.fill(batch, limit, limit, delay_s)
 
-    async def fill(self, batch: list[Item], limit: int, want: int, delay_s: float) -> list[Item]:
+    async def fill(self, batch: list[QueuedItem], limit: int, want: int, delay_s: float) -> list[QueuedItem]:
         """Top ``batch`` up to ``limit`` items; while it holds fewer than ``want``, wait up to ``delay_s`` for more."""
         batch += self.take(limit - len(batch))
         close_at = time.monotonic() + delay_s
@@ -139,9 +139,9 @@ class ItemQueue:
             return False
         return True
 
-    def take(self, limit: int) -> list[Item]:
+    def take(self, limit: int) -> list[QueuedItem]:
         """Up to ``limit`` queued items now, without waiting."""
-        taken: list[Item] = []
+        taken: list[QueuedItem] = []
         while self._items and len(taken) < limit:
             item = self._items.popleft()
             if item.request.live:  # purged requests leave none, but be safe

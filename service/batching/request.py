@@ -57,7 +57,7 @@ class Request:
             self.future.set_exception(error)
 
 
-class Item(NamedTuple):
+class QueuedItem(NamedTuple):
     """One payload of a request and its position in that request."""
 
     request: Request

@@ -12,7 +12,7 @@ from service.client.chunks import ImageSource, arun_chunks, load_image
 from service.client.connect import DEFAULT_URL, Endpoint, aconnect
 from service.client.retry import acall_with_retry
 from service.client.types import AsyncTransport, Input, Label, Similarity
-from service.runtime.base import ModelInfo
+from service.protocol.model_info import ModelInfo
 
 R = TypeVar("R")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from service.errors import ClipServeError, ErrorKind
+from service.protocol.errors import ErrorKind
 
 RETRYABLE_KINDS = frozenset({ErrorKind.OVERLOADED, ErrorKind.UNAVAILABLE})
 
 
-class RequestFailed(ClipServeError):
+class RequestFailed(Exception):
     """A call the server refused or could not finish.
 
     ``kind`` is the same ``ErrorKind`` the server raised (whatever the protocol); ``status`` is the
@@ -18,8 +18,11 @@ class RequestFailed(ClipServeError):
     def __init__(
         self, message: str, kind: ErrorKind, status: int | str, retry_after_s: float | None = None
     ) -> None:
-        super().__init__(message, kind=kind, retry_after_s=retry_after_s)
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
         self.status = status
+        self.retry_after_s = retry_after_s
 
     @property
     def retryable(self) -> bool:

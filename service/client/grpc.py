@@ -16,12 +16,12 @@ import numpy as np
 
 from service.client.errors import RequestFailed
 from service.client.types import ClassifySpec, Input, Label, Similarity
-from service.errors import ErrorKind
-from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
-from service.grpc.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
-from service.grpc.status import API_KEY_HEADER, ERROR_KIND_KEY, RETRY_AFTER_KEY
-from service.grpc.wire import matrix_from_pb, vector_from_bytes
-from service.runtime.base import ModelInfo
+from service.protocol.errors import ErrorKind
+from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
+from service.protocol.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
+from service.protocol.headers import API_KEY_HEADER, ERROR_KIND_KEY, RETRY_AFTER_KEY
+from service.protocol.model_info import ModelInfo
+from service.protocol.wire import matrix_from_pb, vector_from_bytes
 
 StreamResult = tuple[str, np.ndarray | RequestFailed]
 Op = tuple[str, Any, Callable[[Any], Any]]  # (stub method, request, response parser)

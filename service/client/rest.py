@@ -19,10 +19,10 @@ import numpy as np
 
 from service.client.errors import RequestFailed
 from service.client.types import ClassifySpec, Input, Label, Similarity
-from service.errors import HTTP_STATUS, ErrorKind
-from service.runtime.base import ModelInfo
+from service.protocol.errors import HTTP_STATUS, ErrorKind
+from service.protocol.headers import API_KEY_HEADER
+from service.protocol.model_info import ModelInfo
 
-API_KEY_HEADER = "X-API-Key"
 _KIND_BY_STATUS = {status: kind for kind, status in HTTP_STATUS.items()}
 Call = tuple[str, str, dict[str, Any] | None]  # (method, path, JSON body)
 

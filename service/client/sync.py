@@ -12,7 +12,7 @@ from service.client.chunks import ImageSource, load_image, run_chunks
 from service.client.connect import DEFAULT_URL, Endpoint, connect
 from service.client.retry import call_with_retry
 from service.client.types import Input, Label, Similarity, Transport
-from service.runtime.base import ModelInfo
+from service.protocol.model_info import ModelInfo
 
 R = TypeVar("R")
 

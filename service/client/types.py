@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from service.runtime.base import ModelInfo
+from service.protocol.model_info import ModelInfo
 
 Input = str | bytes  # a text, or an encoded image (JPEG, PNG, ...)
 

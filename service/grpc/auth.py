@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from service.grpc.status import API_KEY_HEADER
+from service.protocol.headers import API_KEY_HEADER
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 DENIED = "missing or wrong API key: send metadata x-api-key"

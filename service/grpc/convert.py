@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from service.engine import ClassifyResult, EmbedResult, ImageItem, Item, SimilarityResult, TextItem
 from service.errors import InvalidInput
-from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
-from service.grpc.wire import matrix_to_pb
-from service.runtime.base import ModelInfo
+from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
+from service.protocol.model_info import ModelInfo
+from service.protocol.wire import matrix_to_pb
 
 DEFAULT_TOP_K = 5
 

@@ -18,9 +18,9 @@ from grpc_reflection.v1alpha import reflection
 from service.config import Settings
 from service.engine import Engine
 from service.grpc.auth import ApiKeyInterceptor
-from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
 from service.grpc.health import ReadinessHealthServicer
 from service.grpc.servicer import ClipServicer, add_to_server
+from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClipService"].full_name

@@ -17,10 +17,10 @@ import grpc
 from service.engine import Engine
 from service.errors import ClipServeError, DeadlineExceeded
 from service.grpc import convert
-from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
-from service.grpc.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
 from service.grpc.status import status_of, trailing_metadata
 from service.grpc.stream import EmbedStreamer
+from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
+from service.protocol.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 PROTOCOL = "grpc"

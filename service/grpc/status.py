@@ -9,22 +9,9 @@ from __future__ import annotations
 
 import grpc
 
-from service.errors import ClipServeError, ErrorKind
-
-ERROR_KIND_KEY = "clipserve-error-kind"
-RETRY_AFTER_KEY = "retry-after"
-API_KEY_HEADER = "x-api-key"
-
-GRPC_STATUS: dict[ErrorKind, grpc.StatusCode] = {
-    ErrorKind.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorKind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorKind.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorKind.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
-    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    ErrorKind.CANCELLED: grpc.StatusCode.CANCELLED,
-    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
-}
+from service.errors import ClipServeError
+from service.protocol.errors import GRPC_STATUS
+from service.protocol.headers import ERROR_KIND_KEY, RETRY_AFTER_KEY
 
 
 def status_of(error: ClipServeError) -> grpc.StatusCode:

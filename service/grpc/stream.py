@@ -22,9 +22,9 @@ import grpc
 from service.engine import Engine
 from service.errors import ClipServeError
 from service.grpc.convert import item_from_pb, model_arg
-from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
 from service.grpc.status import status_of
-from service.grpc.wire import vector_to_bytes
+from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
+from service.protocol.wire import vector_to_bytes
 
 log = logging.getLogger(__name__)
 _DONE = None

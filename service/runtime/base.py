@@ -1,29 +1,14 @@
-"""The interface every runtime backend implements, and what it reports about its model."""
+"""The interface every runtime backend implements, and the checks on the batches it is given."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What ``GET /models`` shows about one served model."""
-
-    name: str
-    dimension: int
-    image_size: int
-    context_length: int
-    logit_scale: float  # exp(logit_scale): multiplies cosine similarity into logits
-    backend: str  # "torch" | "onnx" | "fake"
-    precision: str  # "fp32" | "fp16" | "bf16" | "int8"
-    device: str = "cpu"
-    providers: tuple[str, ...] = ()  # ONNX Runtime execution providers actually in use
-    fingerprint: str = ""  # hash of weights + preprocessing settings
-    extra: dict[str, str] = field(default_factory=dict)
+from service.errors import InvalidInput
+from service.protocol.model_info import ModelInfo
 
 
 @runtime_checkable
@@ -59,8 +44,6 @@ class Backend(Protocol):
 
 def check_pixels(pixels: np.ndarray, image_size: int) -> np.ndarray:
     """A backend's image batch, validated: contiguous float32 (N, 3, S, S); InvalidInput otherwise."""
-    from service.errors import InvalidInput
-
     if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, image_size, image_size):
         raise InvalidInput(f"image batch must be (N, 3, {image_size}, {image_size}), got {tuple(pixels.shape)}")
     return np.ascontiguousarray(pixels, dtype=np.float32)
@@ -68,8 +51,6 @@ def check_pixels(pixels: np.ndarray, image_size: int) -> np.ndarray:
 
 def check_tokens(tokens: np.ndarray, context_length: int) -> np.ndarray:
     """A backend's token batch, validated: contiguous int64 (N, L), 1 <= L <= context; InvalidInput otherwise."""
-    from service.errors import InvalidInput
-
     if tokens.ndim != 2 or not 0 < tokens.shape[1] <= context_length:
         raise InvalidInput(
             f"token batch must be (N, L) with 1 <= L <= {context_length}, got {tuple(tokens.shape)}"

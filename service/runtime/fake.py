@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from service.clip.model_config import ModelConfig
-from service.runtime.base import ModelInfo
+from service.protocol.model_info import ModelInfo
 
 DEFAULT_DIM = 64
 DEFAULT_LOGIT_SCALE = 100.0

@@ -24,7 +24,8 @@ from service.clip.loading import fingerprint
 from service.clip.model_config import ModelConfig, OnnxFiles
 from service.config import Settings
 from service.errors import InvalidInput, NotFound
-from service.runtime.base import ModelInfo, check_pixels, check_tokens
+from service.protocol.model_info import ModelInfo
+from service.runtime.base import check_pixels, check_tokens
 
 log = logging.getLogger(__name__)
 

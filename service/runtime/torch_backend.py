@@ -20,7 +20,7 @@ from service.clip.loading import fingerprint, load_clip
 from service.clip.model_config import ModelConfig
 from service.clip.text import can_trim, encode_text_trimmed
 from service.errors import InvalidInput
-from service.runtime.base import ModelInfo
+from service.protocol.model_info import ModelInfo
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from service.app import create_app
 from service.config import Settings
+from service.rest.app import create_app
 
 FAKE_DIM = 32
 FAKE_SIZE = 32

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from service.served_model import shared_tokenizer
+from service.engine.served_model import shared_tokenizer
 from tests.api.helpers import b64, encode, make_settings, photo, serve, write_model
 
 

@@ -27,7 +27,7 @@ def test_bad_batching_settings_exit_2_naming_the_setting(
 
 def test_adaptive_batching_flag_turns_it_off() -> None:
     from service.cli import build_parser
-    from service.serve import settings_from_args
+    from service.cli.serve import settings_from_args
 
     args = build_parser("serve").parse_args(["serve", "--no-adaptive-batching", "--max-delay-ms", "3"])
     settings = settings_from_args(args)

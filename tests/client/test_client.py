@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.client import AsyncClipClient, ClipClient, RequestFailed
-from service.errors import ErrorKind
+from service.protocol.errors import ErrorKind
 from tests.grpc.helpers import DIM, LiveServer, encoded_image
 from tests.shared_data import PHOTOS
 

@@ -9,7 +9,7 @@ import pytest
 
 from service.client import NO_RETRY, AsyncClipClient, ClipClient, RequestFailed, RetryPolicy
 from service.client.retry import call_with_retry
-from service.errors import ErrorKind
+from service.protocol.errors import ErrorKind
 from tests.grpc.helpers import LiveServer
 
 PATIENT = RetryPolicy(max_attempts=30, base_delay_s=0.02, max_delay_s=0.5)

@@ -1,4 +1,7 @@
-"""Zero-shot helpers: bundled label sets, prompt-ensemble class embeddings, ranking and the LRU cache."""
+"""Zero-shot helpers: bundled label sets, prompt-ensemble class embeddings, ranking.
+
+The class-embedding cache is the engine's: tests/engine/test_zeroshot.py.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ import pytest
 from service.clip.labelsets import get_label_set, label_set_names
 from service.clip.zeroshot import (
     DEFAULT_TEMPLATES,
-    ClassEmbeddingCache,
     class_embeddings,
     classify,
     prompts,
@@ -113,50 +115,6 @@ def test_classify_ranks_by_softmax_of_scaled_cosine() -> None:
     assert classify(images, classes, 100.0, top_k=50)[0].shape == (4, 7)  # k capped at the class count
     with pytest.raises(InvalidInput, match="top_k"):
         classify(images, classes, 100.0, top_k=0)
-
-
-def test_cache_encodes_each_label_list_once() -> None:
-    cache, encoder = ClassEmbeddingCache(max_size=2), CountingEncoder()
-    first = cache.get_or_compute("model-a", ["cat", "dog"], None, encoder)
-    texts_after_first = len(encoder.texts)
-    again = cache.get_or_compute("model-a", ["cat", "dog"], list(DEFAULT_TEMPLATES), encoder)
-    assert again is first and len(encoder.texts) == texts_after_first  # no text encoded on a hit
-    assert (cache.hits, cache.misses) == (1, 1)
-    assert not first.flags.writeable
-    cache.get_or_compute("model-b", ["cat", "dog"], None, encoder)  # another model: another entry
-    cache.get_or_compute("model-a", ["cat"], None, encoder)  # evicts the least recently used (model-a cat/dog)
-    assert len(cache) == 2 and cache.get(cache.key("model-a", ["cat", "dog"], None)) is None
-    assert cache.get(cache.key("model-b", ["cat", "dog"], None)) is not None
-
-
-def test_cache_size_zero_stores_nothing() -> None:
-    cache, encoder = ClassEmbeddingCache(max_size=0), CountingEncoder()
-    cache.get_or_compute("m", ["cat"], None, encoder)
-    cache.get_or_compute("m", ["cat"], None, encoder)
-    assert len(cache) == 0 and encoder.calls == 2 and cache.misses == 2
-
-
-def test_cache_is_thread_safe() -> None:
-    cache, encoder = ClassEmbeddingCache(max_size=8), CountingEncoder()
-    label_lists = [[f"label {i}", f"other {i}"] for i in range(12)]
-    errors: list[BaseException] = []
-
-    def work(seed: int) -> None:
-        try:
-            for j in range(40):
-                labels = label_lists[(seed + j) % len(label_lists)]
-                got = cache.get_or_compute("m", labels, None, encoder)
-                np.testing.assert_allclose(got, class_embeddings(labels, None, CountingEncoder()), atol=1e-6)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    assert len(cache) == 8 and cache.hits + cache.misses == 8 * 40
 
 
 def test_demo_model_classifies_cifar10_zero_shot() -> None:

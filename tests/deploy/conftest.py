@@ -59,8 +59,8 @@ def _tiny_png() -> bytes:
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The base URL of a running ``python -m service serve`` (fake model) that has served a good and a bad
     request."""
-    if importlib.util.find_spec("service.app") is None or importlib.util.find_spec("service.__main__") is None:
-        pytest.skip("the server (service.app and `python -m service`) does not exist yet")
+    if importlib.util.find_spec("service.rest.app") is None or importlib.util.find_spec("service.__main__") is None:
+        pytest.skip("the server (service.rest.app and `python -m service`) does not exist yet")
     from tests.api.server_process import ServerProcess
 
     models = tmp_path_factory.mktemp("models")

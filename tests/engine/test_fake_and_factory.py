@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from service.clip.model_config import ModelConfig
+from service.engine.served_model import start_backend_threads
 from service.runtime.base import Backend
 from service.runtime.factory import backend_loaders, backend_name, worker_device
 from service.runtime.fake import FakeBackend
-from service.served_model import start_backend_threads
 from tests.api.helpers import make_settings, write_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_serving_the_fake_model_never_imports_torch(tmp_path: Path) -> None:
             await engine.stop(0)
 
         asyncio.run(go())
-        import service.app, service.serve
+        import service.rest.app, service.cli.serve
         print("torch" in sys.modules and sys.modules["torch"] is not None)
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)

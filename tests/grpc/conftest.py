@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from service.engine import Engine
-from service.grpc.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
 from service.grpc.server import GrpcServer
+from service.protocol.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
 from tests.grpc.helpers import grpc_server, make_settings, write_model
 
 

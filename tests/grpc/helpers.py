@@ -1,8 +1,8 @@
 """Real servers for the gRPC and client tests: the real Engine on the fake backend, on 127.0.0.1.
 
 ``write_model`` makes a temporary model repository entry (``"backend": "fake"``); ``grpc_server``
-runs Engine + grpc.aio in the test's event loop; ``LiveServer`` runs the whole app (REST via
-uvicorn, and gRPC on the same engine) in a thread of its own, for blocking clients.
+runs Engine + grpc.aio in the test's event loop; ``LiveServer`` runs the serving process's
+``service.server.serve`` (REST and gRPC on one engine) in a thread of its own, for blocking clients.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
 from PIL import Image
 
 from service.config import Settings
 from service.engine import Engine
 from service.grpc.server import GrpcServer, start_grpc
 from service.metrics import Metrics
+from service.server import Shutdown, serve
 
 DIM = 32
 
@@ -87,19 +87,14 @@ def counter(engine: Engine, name: str, **labels: str) -> float:
 
 
 class LiveServer:
-    """The full app (``create_app``) served by uvicorn in a background thread: REST and gRPC, one engine."""
+    """The serving process's ``service.server.serve`` in a background thread: REST and gRPC, one engine."""
 
     def __init__(self, settings: Settings) -> None:
-        from service.app import create_app
-
-        self.grpc_port = free_port()
-        self.settings = settings.model_copy(update={"grpc_port": self.grpc_port})
-        self.app = create_app(self.settings)
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = int(self._sock.getsockname()[1])
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on")
-        self._server = uvicorn.Server(config)
+        self.grpc_port, self.port = free_port(), free_port()
+        self.settings = settings.model_copy(update={"grpc_port": self.grpc_port, "port": self.port})
+        self._shutdown: Shutdown | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.engine = Engine(self.settings, Metrics())  # the engine both protocols share
         self._thread = threading.Thread(target=self._run, daemon=True, name="live-server")
 
     @property
@@ -112,14 +107,13 @@ class LiveServer:
         """``grpc://127.0.0.1:PORT``."""
         return f"grpc://127.0.0.1:{self.grpc_port}"
 
-    @property
-    def engine(self) -> Engine:
-        """The engine both protocols share."""
-        engine: Engine = self.app.state.engine
-        return engine
-
     def _run(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._sock]))
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._shutdown = Shutdown()
+            await serve(self.settings, self._shutdown, self.engine)
+
+        asyncio.run(main())
 
     def start(self, timeout_s: float = 30.0) -> LiveServer:
         """Start serving; return once /readyz answers 200."""
@@ -139,6 +133,6 @@ class LiveServer:
 
     def stop(self) -> None:
         """Shut down (drain) and wait for the thread."""
-        self._server.should_exit = True
+        if self._loop is not None and self._shutdown is not None:
+            self._loop.call_soon_threadsafe(self._shutdown)
         self._thread.join(timeout=30)
-        self._sock.close()

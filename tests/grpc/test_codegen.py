@@ -17,13 +17,13 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
         for p in codegen.GENERATED.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     }
-    assert fresh == committed, "regenerate with: python -m service.grpc.codegen"
+    assert fresh == committed, "regenerate with: python -m service.protocol.codegen"
     stale = [str(p) for p in sorted(fresh) if (tmp_path / p).read_bytes() != (codegen.GENERATED / p).read_bytes()]
-    assert not stale, f"stale generated files {stale}: regenerate with python -m service.grpc.codegen"
+    assert not stale, f"stale generated files {stale}: regenerate with python -m service.protocol.codegen"
 
 
 def test_generated_package_imports_under_service() -> None:
-    from service.grpc.generated.clipserve.v1 import clipserve_pb2, clipserve_pb2_grpc
+    from service.protocol.generated.clipserve.v1 import clipserve_pb2, clipserve_pb2_grpc
 
     assert clipserve_pb2.DESCRIPTOR.package == "clipserve.v1"
-    assert clipserve_pb2_grpc.ClipServiceStub.__module__ == "service.grpc.generated.clipserve.v1.clipserve_pb2_grpc"
+    assert clipserve_pb2_grpc.ClipServiceStub.__module__ == "service.protocol.generated.clipserve.v1.clipserve_pb2_grpc"

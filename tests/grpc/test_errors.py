@@ -9,8 +9,8 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
-from service.grpc.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
+from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
+from service.protocol.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
 from tests.grpc.helpers import encoded_image, grpc_server, make_settings, write_model
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

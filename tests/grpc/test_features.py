@@ -11,10 +11,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from service.engine import Engine
-from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
-from service.grpc.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
 from service.grpc.server import GrpcServer, start_grpc
 from service.metrics import Metrics
+from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
+from service.protocol.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
 from tests.grpc.helpers import grpc_server, make_settings, write_model
 
 PING = pb.EmbedRequest(items=[pb.Item(text="ping")])

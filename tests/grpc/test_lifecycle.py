@@ -12,11 +12,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.engine import Engine
-from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
-from service.grpc.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
 from service.grpc.server import start_grpc
-from service.grpc.status import ERROR_KIND_KEY, RETRY_AFTER_KEY
 from service.metrics import Metrics
+from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
+from service.protocol.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
+from service.protocol.headers import ERROR_KIND_KEY, RETRY_AFTER_KEY
 from tests.grpc.helpers import counter, grpc_server, make_settings, write_model
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

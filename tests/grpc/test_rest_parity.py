@@ -10,9 +10,9 @@ import httpx
 import numpy as np
 import pytest
 
-from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
-from service.grpc.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
-from service.grpc.wire import matrix_from_pb
+from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
+from service.protocol.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
+from service.protocol.wire import matrix_from_pb
 from tests.grpc.helpers import LiveServer, encoded_image, make_settings, write_model
 from tests.shared_data import require_photos
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from service.engine import Engine, ImageItem, TextItem
-from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
-from service.grpc.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
 from service.grpc.server import GrpcServer
-from service.grpc.wire import matrix_from_pb
+from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
+from service.protocol.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
+from service.protocol.wire import matrix_from_pb
 from tests.grpc.helpers import DIM, encoded_image
 
 

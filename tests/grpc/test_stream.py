@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from service.engine import EmbedResult, Engine, Item
-from service.grpc.generated.clipserve.v1 import clipserve_pb2 as pb
-from service.grpc.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
 from service.grpc.server import GrpcServer, stream_window
 from service.grpc.stream import EmbedStreamer
-from service.grpc.wire import matrix_from_pb, vector_from_bytes
+from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
+from service.protocol.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
+from service.protocol.wire import matrix_from_pb, vector_from_bytes
 from tests.grpc.helpers import DIM, encoded_image, grpc_server, make_settings, write_model
 
 N_ITEMS = 1200

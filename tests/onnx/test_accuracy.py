@@ -1,6 +1,6 @@
 """The demo model's zero-shot CIFAR-10 accuracy on ORT equals torch's (a 1,000-image balanced subset).
 
-Both go through ``service.evaluate.evaluate`` (label set, prompt ensemble, subset): torch with the eval
+Both go through ``service.measure.accuracy.evaluate`` (label set, prompt ensemble, subset): torch with the eval
 command's own model, ORT through the serving backend. The full 10,000-image figures, and int8's change,
 are in docs/benchmarks.md (``benchmarks/bench_onnx.py accuracy``).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from benchmarks.bench_onnx import BackendZeroShot
 from service.clip.model_config import ModelConfig
 from service.config import REPO_MODELS_DIR
-from service.evaluate import ZeroShotModel, evaluate
+from service.measure.accuracy import ZeroShotModel, evaluate
 from service.runtime.onnx_backend import OnnxBackend
 from tests.shared_data import require_cifar10
 

@@ -1,4 +1,4 @@
-"""On-demand ONNX exports (``service.onnx_cache``): made once into the cache, reused, never half-used.
+"""On-demand ONNX exports (``service.runtime.onnx_cache``): made once into the cache, reused, never half-used.
 
 The tiny random model is exported for real once here (seconds); the demo model's export is the
 session's (``demo_onnx``), the one the server makes when it serves the demo model by default.
@@ -19,8 +19,8 @@ import service.export
 from service.clip.model_config import ModelConfig, read_config, resolve_model, write_config
 from service.config import REPO_MODELS_DIR, Settings
 from service.errors import NotFound
-from service.onnx_cache import cache_folder, cache_root, ensure_onnx
 from service.runtime.factory import create_backend
+from service.runtime.onnx_cache import cache_folder, cache_root, ensure_onnx
 from tests.api.helpers import serve
 from tests.onnx.conftest import write_tiny
 
@@ -71,7 +71,7 @@ def test_exports_once_into_the_cache_then_reuses_it(tiny: ModelConfig, settings:
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     calls = count_exports(monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="service.onnx_cache"):
+    with caplog.at_level(logging.WARNING, logger="service.runtime.onnx_cache"):
         first = ensure_onnx(tiny, settings)
     folder = cache_folder(tiny, settings)
     assert len(calls) == 1 and calls[0].parent == folder.parent != calls[0]  # a temporary folder, renamed

@@ -1,0 +1,62 @@
+"""What the engine takes and returns: items to embed and the results of each call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TextItem:
+    """A text to embed."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """An encoded image (JPEG, PNG, ...) to embed."""
+
+    data: bytes
+
+
+Item = TextItem | ImageItem
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """Embeddings in input order: row i for input i."""
+
+    model: str
+    embeddings: np.ndarray  # (N, D) float32, L2-normalised
+
+    @property
+    def dimension(self) -> int:
+        """Embedding size."""
+        return int(self.embeddings.shape[1])
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """One label and its score (softmax probability, or logit on request)."""
+
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    """One ranked list of labels per image, in input order."""
+
+    model: str
+    results: list[list[LabelScore]]
+
+
+@dataclass(frozen=True)
+class SimilarityResult:
+    """Cosine similarities and CLIP's softmax probabilities between two lists of items."""
+
+    model: str
+    cosine: np.ndarray  # (len(left), len(right))
+    probabilities: np.ndarray  # softmax over right items of logit_scale * cosine, per left row

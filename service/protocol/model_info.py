@@ -1,0 +1,22 @@
+"""``ModelInfo``: what the server reports about a served model (``GET /models``, gRPC ``ListModels``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``GET /models`` shows about one served model."""
+
+    name: str
+    dimension: int
+    image_size: int
+    context_length: int
+    logit_scale: float  # exp(logit_scale): multiplies cosine similarity into logits
+    backend: str  # "torch" | "onnx" | "fake"
+    precision: str  # "fp32" | "fp16" | "bf16" | "int8"
+    device: str = "cpu"
+    providers: tuple[str, ...] = ()  # ONNX Runtime execution providers actually in use
+    fingerprint: str = ""  # hash of weights + preprocessing settings
+    extra: dict[str, str] = field(default_factory=dict)

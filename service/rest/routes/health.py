@@ -1,0 +1,31 @@
+"""GET /healthz (liveness), GET /readyz (readiness) and GET /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from service.rest.deps import EngineDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    """200 while the process serves HTTP at all."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness", responses={503: {"description": "Loading, or draining for shutdown."}})
+async def readyz(engine: EngineDep) -> JSONResponse:
+    """200 when every model is loaded, warm and its workers answer; 503 while draining."""
+    if engine.ready:
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "draining" if engine.draining else "not ready"}, status_code=503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Every ``clipserve_*`` metric in the Prometheus text format."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

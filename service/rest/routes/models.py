@@ -1,0 +1,25 @@
+"""GET /models: the served models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from service.rest.deps import EngineDep, require_api_key
+from service.rest.schemas import ModelCard, ModelsResponse
+
+router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
+
+
+@router.get("/models", response_model=ModelsResponse, summary="Served models")
+async def models(engine: EngineDep) -> ModelsResponse:
+    """Id, dimension, image size, backend, precision, providers and fingerprint of each model."""
+    cards = [
+        ModelCard(
+            id=info.name, default=i == 0, dimension=info.dimension, image_size=info.image_size,
+            context_length=info.context_length, logit_scale=info.logit_scale, backend=info.backend,
+            precision=info.precision, device=info.device, providers=list(info.providers),
+            fingerprint=info.fingerprint, extra=dict(info.extra),
+        )
+        for i, info in enumerate(engine.models())
+    ]
+    return ModelsResponse(data=cards)

@@ -1,0 +1,155 @@
+"""The serving process: the engine first, then REST and gRPC as peers over it, and the drain on SIGTERM.
+
+``serve(settings)`` loads and warms the models (``Engine.start``), then starts the REST server
+(uvicorn, unless ``port`` is 0) and the gRPC server (grpc.aio, unless ``grpc_port`` is 0) on the
+same event loop; readiness (``/readyz``, grpc.health.v1) is the engine's.
+
+Shutdown on SIGTERM (or Ctrl+C): readiness turns false at once and new calls get 503 / UNAVAILABLE,
+while calls already in flight on either front end finish (at most ``drain_timeout_s``); then both
+servers stop, the engine releases its models, and ``serve`` returns, so the process exits 0. A second
+signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Awaitable, Generator
+from typing import Any
+
+import uvicorn
+
+from service.config import Settings
+from service.engine import Engine
+from service.grpc.server import GrpcServer, start_grpc
+from service.metrics import Metrics
+from service.rest.app import create_app
+
+log = logging.getLogger(__name__)
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class RestServer(uvicorn.Server):
+    """uvicorn's server without its own signal handling: ``serve`` owns the signals of the process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """No-op: uvicorn would install handlers and re-raise the signal after shutdown (exit status)."""
+        yield
+
+
+def rest_config(settings: Settings, engine: Engine, metrics: Metrics) -> uvicorn.Config:
+    """uvicorn's configuration for the REST app on ``settings.host:settings.port``."""
+    return uvicorn.Config(
+        create_app(settings, engine=engine, metrics=metrics), host=settings.host, port=settings.port,
+        log_config=None, access_log=False, lifespan="on",
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+        loop="auto", http="auto",  # uvloop and httptools (dependencies): ~25% less CPU per request
+    )
+
+
+class Shutdown:
+    """The process's stop requests: the first signal asks for a drain, a second one for a stop now."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.forced = asyncio.Event()
+
+    def __call__(self) -> None:
+        (self.forced if self.requested.is_set() else self.requested).set()
+
+    @contextlib.contextmanager
+    def on_signals(self, loop: asyncio.AbstractEventLoop) -> Generator[None, None, None]:
+        """Route SIGTERM and SIGINT here while the block runs (main thread only: signals go there)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        for sig in SIGNALS:
+            loop.add_signal_handler(sig, self)
+        try:
+            yield
+        finally:
+            for sig in SIGNALS:
+                loop.remove_signal_handler(sig)
+
+
+async def serve(settings: Settings, shutdown: Shutdown | None = None, engine: Engine | None = None) -> None:
+    """Serve until a stop is requested (a signal, or ``shutdown`` called), then drain and stop.
+
+    ``engine`` (not started) defaults to a new one on ``settings``.
+    """
+    shutdown = shutdown or Shutdown()
+    engine = engine or Engine(settings, Metrics())
+    metrics = engine.metrics
+    with shutdown.on_signals(asyncio.get_running_loop()):
+        try:
+            await _until(engine.start(), shutdown.requested)
+            if not shutdown.requested.is_set():
+                await _serve_front_ends(engine, metrics, settings, shutdown)
+        finally:
+            await engine.stop(0 if shutdown.forced.is_set() else settings.drain_timeout_s)
+
+
+async def _serve_front_ends(engine: Engine, metrics: Metrics, settings: Settings, shutdown: Shutdown) -> None:
+    """Start gRPC and REST (each unless its port is 0), wait for a stop request, drain, stop both."""
+    grpc_server = await start_grpc(engine, settings)
+    rest = RestServer(rest_config(settings, engine, metrics)) if settings.port else None
+    rest_task = asyncio.create_task(rest.serve()) if rest is not None else None
+    try:
+        await _until(_first_done(rest_task), shutdown.requested)
+        await _drain(engine, settings, shutdown)
+    finally:
+        await _stop_front_ends(rest, rest_task, grpc_server, settings, shutdown)
+
+
+async def _drain(engine: Engine, settings: Settings, shutdown: Shutdown) -> None:
+    """Not ready, no new calls; wait for those in flight (bounded, cut short by a second signal)."""
+    engine.begin_drain()
+    log.info("draining: not ready; waiting up to %.1fs for %d call(s)", settings.drain_timeout_s, engine.in_flight)
+    idle = asyncio.ensure_future(engine.wait_idle(settings.drain_timeout_s))
+    forced = asyncio.ensure_future(shutdown.forced.wait())
+    await asyncio.wait([idle, forced], return_when=asyncio.FIRST_COMPLETED)
+    forced.cancel()
+    if not idle.done() or not idle.result():
+        idle.cancel()
+        log.warning("drain ended with %d call(s) still in flight", engine.in_flight)
+
+
+async def _stop_front_ends(
+    rest: RestServer | None, rest_task: asyncio.Task[None] | None, grpc_server: GrpcServer | None,
+    settings: Settings, shutdown: Shutdown,
+) -> None:
+    grace = 0.0 if shutdown.forced.is_set() else settings.drain_timeout_s
+    if rest is not None and rest_task is not None:
+        rest.should_exit = True
+        rest.force_exit = shutdown.forced.is_set()
+        await rest_task
+    if grpc_server is not None:
+        await grpc_server.stop(grace)
+    log.info("front ends stopped")
+
+
+async def _first_done(task: asyncio.Task[None] | None) -> None:
+    """Wait for ``task`` (the REST server, which ends only on its own failure); forever when None."""
+    if task is None:
+        await asyncio.Event().wait()
+    else:
+        await task
+        raise RuntimeError("the REST server stopped on its own (port in use?)")
+
+
+async def _until(work: Awaitable[Any], stop: asyncio.Event) -> None:
+    """Run ``work`` (a coroutine) until it ends or ``stop`` is set, whichever comes first."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return
+    task.result()
