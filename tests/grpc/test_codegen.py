@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.grpc import codegen
+from service.protocol import codegen
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
