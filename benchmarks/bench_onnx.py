@@ -15,8 +15,9 @@ CPU-second. Each backend runs in a process of its own (ORT's and torch's waiting
 ``clipserve serve --backend ...`` subprocess per backend under the serving benchmark's load generator
 (``service.measure.serving``: one item per request, concurrency 16).
 
-``accuracy`` runs the zero-shot evaluation of ``service.measure.accuracy`` (label set, prompt ensemble, same
-images) with the model on torch (the eval command's own loader) and exported to ORT fp32 and int8.
+``accuracy`` runs the zero-shot evaluation of ``clipserve eval`` (``service.measure.accuracy``: label set,
+prompt ensemble, same images, the model loaded through the server's backend factory) with the model on
+torch and exported to ORT fp32 and int8.
 """
 
 from __future__ import annotations
@@ -32,14 +33,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from service.clip.model_config import ModelConfig, read_config, resolve_model
 from service.clip.preprocess import ImagePreprocessor, PreprocessConfig
 from service.clip.tokenizer import Tokenizer, pad_batch
 from service.config import REPO_MODELS_DIR
+from service.measure.accuracy import EvalResult, eval_settings, evaluate_model
 from service.runtime.base import Backend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,37 +200,23 @@ def speed_table(cells: list[Cell]) -> str:
     return "\n".join(lines)
 
 
-class BackendZeroShot:
-    """``service.measure.accuracy``'s model interface over a runtime backend: what the server computes."""
+def accuracy(model: str, data: Path, limit: int | None, work_dir: Path) -> list[tuple[str, EvalResult]]:
+    """Zero-shot results of ``model`` on torch fp32 and on its ORT fp32 and int8 exports.
 
-    def __init__(self, backend: Backend, config: ModelConfig) -> None:
-        self.backend, self.config = backend, config
-        self.tokenizer = Tokenizer(config.context_length)
-        self.preprocessor = ImagePreprocessor(PreprocessConfig.from_model_config(config), max_pixels=10**8)
-
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        """(N, D) L2-normalised text embeddings."""
-        return self.backend.encode_texts(pad_batch([self.tokenizer.encode(t) for t in texts]))
-
-    def encode_images(self, images: Sequence[bytes]) -> np.ndarray:
-        """(N, D) L2-normalised embeddings of encoded image files."""
-        return self.backend.encode_images(self.preprocessor.stack([self.preprocessor(b) for b in images]))
-
-
-def accuracy(model: str, data: Path, limit: int | None, work_dir: Path) -> list[tuple[str, Any]]:
-    """Zero-shot results of ``model`` on torch (the eval command's model) and on ORT fp32 and int8."""
-    from service.measure.accuracy import ZeroShotModel, evaluate
-    from service.runtime.onnx_backend import OnnxBackend
-
-    results = [("torch fp32", evaluate(ZeroShotModel(model, REPO_MODELS_DIR), data, limit=limit))]
+    Each is loaded as ``clipserve eval`` (and the server) loads it (``service.measure.accuracy.evaluate_model``:
+    resolve_model, ensure_onnx, the backend factory): torch from the model's weights, ORT from the exports
+    in ``work_dir`` taken as a model repository.
+    """
+    on_torch = eval_settings("torch", model_dir=REPO_MODELS_DIR)
+    results = [("torch fp32", evaluate_model(model, data, on_torch, limit=limit))]
     for precision in PRECISIONS:
-        config = read_config(exported(model, precision, work_dir))
-        model_like: Any = BackendZeroShot(OnnxBackend(config), config)  # evaluate() duck-types its model
-        results.append((f"onnx {precision}", evaluate(model_like, data, limit=limit)))
+        folder = exported(model, precision, work_dir)
+        on_onnx = eval_settings("onnx", model_dir=work_dir)
+        results.append((f"onnx {precision}", evaluate_model(folder.name, data, on_onnx, limit=limit)))
     return results
 
 
-def accuracy_table(results: list[tuple[str, Any]]) -> str:
+def accuracy_table(results: list[tuple[str, EvalResult]]) -> str:
     """Top-1/top-5 per backend and the change against torch, in points."""
     base = results[0][1]
     lines = ["| backend | images | top-1 % | top-5 % | top-1 change (points) | top-5 change (points) |",

@@ -1,6 +1,7 @@
 """``clipserve eval``: zero-shot top-1/top-5 accuracy of a model on a folder-per-class image set.
 
-Argument parsing only; the measuring is ``service.measure.accuracy``.
+Argument parsing only; the measuring is ``service.measure.accuracy``. The model is loaded as the server
+loads it, on ``--backend`` (default: the model's own backend, from its config).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from service.clip.zeroshot import label_set_names
 from service.errors import ClipServeError
-from service.measure.accuracy import EvalResult, ZeroShotModel, check_source, evaluate
+from service.measure.accuracy import EvalResult, eval_settings, evaluate_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,35 +32,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--model-dir", type=Path, help="model repository (default: the server's setting)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--backend", choices=("torch", "onnx"),
+                        help="runtime to measure (default: the model's own, from its config); onnx exports "
+                        "the model on demand into the server's cache when it has no ONNX files")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=0, help="inference threads (default: the runtime's)")
     parser.add_argument("--json", type=Path, help="also write the result as JSON to this file")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run an evaluation from parsed arguments; print the figures. 0 on success, 2 on bad input."""
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    if args.limit is not None and args.limit < 1:
-        print("error: --limit must be >= 1", file=sys.stderr)
-        return 2
+    for flag, value, least in (("--limit", args.limit, 1), ("--batch-size", args.batch_size, 1),
+                               ("--threads", args.threads, 0)):
+        if value is not None and value < least:
+            print(f"error: {flag} must be >= {least}", file=sys.stderr)
+            return 2
     try:
-        check_source(args.data)
-        model = ZeroShotModel(args.model, args.model_dir, args.device)
-        result = evaluate(model, args.data, args.label_set, args.templates, args.limit, args.batch_size, args.seed)
-    except (ClipServeError, FileNotFoundError) as e:
+        settings = eval_settings(args.backend, args.device, args.model_dir, args.threads, args.batch_size)
+        result = evaluate_model(args.model, args.data, settings, args.label_set, args.templates, args.limit,
+                                args.batch_size, args.seed)
+    except (ClipServeError, FileNotFoundError, ValidationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(_report(result))
     if args.json:
-        args.json.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        try:
+            args.json.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        except OSError as e:
+            print(f"error: cannot write {args.json}: {e}", file=sys.stderr)
+            return 2
     return 0
 
 
 def _report(r: EvalResult) -> str:
     label_set: Any = r.label_set or "folder names"
-    return (f"{r.model} on {r.data}: {r.images} images, {r.classes} classes ({label_set}), "
+    return (f"{r.model} ({r.backend}) on {r.data}: {r.images} images, {r.classes} classes ({label_set}), "
             f"{r.templates} template(s): top-1 {100 * r.top1:.2f}%  top-5 {100 * r.top5:.2f}%  "
             f"({r.seconds:.1f}s)")

@@ -3,13 +3,16 @@
 The image set is a directory or a ``.tar`` laid out as ``<root>/<class>/<image>`` (the class is each
 image's parent folder, as in the CIFAR-10 tars). Class names and prompt templates come from a bundled
 label set (``service/clip/data/labelsets.json``), picked automatically when the folder names match
-one, else the folder names are the class names. Images go through the serving preprocessing
-(``service.clip.preprocess``, pixel-identical to open_clip's eval transform) and the model is loaded as
-the server loads it (``service.clip.loading``), so the figures are what the service delivers.
+one, else the folder names are the class names. The model is built as the server builds it
+(``service.measure.model.ServingModel``: ``resolve_model``, ``ensure_onnx``, the backend factory) on
+the backend the server would pick (``--backend torch|onnx`` overrides the model's own), images go
+through the serving preprocessing (pixel-identical to open_clip's eval transform) and texts through the
+serving tokenizer, padded as the server batches them: the figures are what the service delivers on
+that backend.
 
 Example::
 
-    python -m service.measure.accuracy clipserve-demo ../shared/datasets/cifar10/test.tar
+    clipserve eval clipserve-demo ../shared/datasets/cifar10/test.tar --backend onnx
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
 import numpy as np
 
 from service.clip.zeroshot import DEFAULT_TEMPLATES, class_embeddings, get_label_set, label_set_names
+from service.config import Settings
 from service.errors import InvalidInput
+from service.measure.model import ServingModel
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-MAX_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class EvalResult:
     """Accuracy figures of one run."""
 
     model: str
+    backend: str  # the runtime that computed the embeddings: torch or onnx
     data: str
     images: int
     classes: int
@@ -127,45 +133,66 @@ def choose_labels(
     return names, templates, label_set
 
 
-class ZeroShotModel:
-    """A model loaded as the server loads it, with its tokenizer and preprocessing."""
+class ZeroShotEncoder(Protocol):
+    """What ``evaluate`` needs of a model (``ServingModel`` is one): a name, a backend, two encoders."""
 
-    def __init__(self, name: str, model_dir: Path | None = None, device: str = "cpu") -> None:
-        from service.clip.loading import load_clip
-        from service.clip.model_config import resolve_model
-        from service.clip.preprocess import ImagePreprocessor, PreprocessConfig
-        from service.clip.tokenizer import Tokenizer
-        from service.config import Settings
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        ...
 
-        config = resolve_model(name, model_dir or Settings().model_dir)
-        self.model, self.config = load_clip(config, device=device)
-        self.device = device
-        self.tokenizer = Tokenizer(self.config.context_length)
-        self.preprocessor = ImagePreprocessor(PreprocessConfig.from_model_config(self.config), MAX_PIXELS)
+    @property
+    def backend_name(self) -> str:
+        """The runtime that computes the embeddings."""
+        ...
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        """(N, D) text embeddings (not normalised)."""
-        import torch
-
-        from service.clip.text import encode_text_trimmed
-
-        tokens = torch.from_numpy(self.tokenizer(texts)).to(self.device)
-        with torch.inference_mode():
-            return encode_text_trimmed(self.model, tokens).float().cpu().numpy()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) text embeddings."""
+        ...
 
     def encode_images(self, images: Sequence[bytes]) -> np.ndarray:
-        """(N, D) L2-normalised image embeddings of encoded image files."""
-        import torch
+        """(N, D) L2-normalised embeddings of encoded image files."""
+        ...
 
-        batch = torch.from_numpy(self.preprocessor.stack([self.preprocessor(b) for b in images]))
-        dtype = next(self.model.parameters()).dtype
-        with torch.inference_mode():
-            feats = self.model.encode_image(batch.to(self.device, dtype)).float()
-            return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
+
+def eval_settings(
+    backend: str | None = None,
+    device: str = "cpu",
+    model_dir: Path | None = None,
+    threads: int = 0,
+    batch_size: int = 256,
+) -> Settings:
+    """The server settings an evaluation loads its model with (the rest: the server's defaults and environment).
+
+    ``backend`` None keeps the model's own; ``threads`` 0 is the runtime's default; ``batch_size`` is
+    also the largest batch a TensorRT shape profile plans for.
+    """
+    overrides: dict[str, Any] = {"device": device, "inference_threads": threads, "max_batch_size": batch_size}
+    if backend is not None:
+        overrides["backend"] = backend
+    if model_dir is not None:
+        overrides["model_dir"] = model_dir
+    return Settings(**overrides)
+
+
+def evaluate_model(
+    name: str, data: Path, settings: Settings, label_set: str | None = None, templates: str = "ensemble",
+    limit: int | None = None, batch_size: int = 256, seed: int = 0,
+) -> EvalResult:
+    """Load model ``name`` as the server would with ``settings`` (``ServingModel.load``), evaluate it, free it.
+
+    The image set is checked before the model is loaded (which may export it to ONNX first).
+    """
+    check_source(data)
+    model = ServingModel.load(name, settings)
+    try:
+        return evaluate(model, data, label_set, templates, limit, batch_size, seed)
+    finally:
+        model.close()
 
 
 def evaluate(
-    model: ZeroShotModel,
+    model: ZeroShotEncoder,
     data: Path,
     label_set: str | None = None,
     templates: str = "ensemble",
@@ -193,6 +220,6 @@ def evaluate(
         hits5 += int((ranked == truth).any(axis=1).sum())
     n = len(items)
     return EvalResult(
-        model.config.name, str(data), n, len(folders), len(chosen),
+        model.name, model.backend_name, str(data), n, len(folders), len(chosen),
         used_set, hits1 / n, hits5 / n, time.perf_counter() - start,
     )

@@ -133,26 +133,17 @@ def raw_runners(
     Images: decode + preprocess + encode; texts: tokenize + encode, padded to the batch's longest text.
     Both take the inputs in turn, as the server sees them.
     """
-    from service.clip.model_config import resolve_model
-    from service.clip.preprocess import ImagePreprocessor, PreprocessConfig
-    from service.clip.tokenizer import Tokenizer, pad_batch
     from service.config import Settings
-    from service.runtime.factory import create_backend
-    from service.runtime.onnx_cache import ensure_onnx
+    from service.measure.model import ServingModel
 
-    settings = Settings(model=model, backend=backend_name)
-    config = ensure_onnx(resolve_model(model, settings.model_dir), settings)
-    backend = create_backend(config, settings)
-    config = getattr(backend, "config", config)
-    pre = ImagePreprocessor(PreprocessConfig.from_model_config(config), max_pixels=settings.max_image_pixels)
-    tok = Tokenizer(config.context_length)
+    served = ServingModel.load(model, Settings(model=model, backend=backend_name))
     next_photo, next_text = itertools.cycle(photos).__next__, itertools.cycle(texts).__next__
 
     def images(batch: int) -> None:
-        backend.encode_images(pre.stack([pre(next_photo()) for _ in range(batch)]))
+        served.encode_images([next_photo() for _ in range(batch)])
 
     def words(batch: int) -> None:
-        backend.encode_texts(pad_batch([tok.encode(next_text()) for _ in range(batch)]))
+        served.encode_texts([next_text() for _ in range(batch)])
 
     runners: dict[str, Runner] = {}
     for modality, encode in (("image", images), ("text", words)):
@@ -161,7 +152,7 @@ def raw_runners(
             runners[f"raw {modality} batch {batch}"] = functools.partial(
                 _time_loop, functools.partial(encode, batch), batch
             )
-    return runners, backend.close
+    return runners, served.close
 
 
 # ---------------------------------------------------------------- load generator

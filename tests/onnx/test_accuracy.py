@@ -1,17 +1,16 @@
 """The demo model's zero-shot CIFAR-10 accuracy on ORT equals torch's (a 1,000-image balanced subset).
 
-Both go through ``service.measure.accuracy.evaluate`` (label set, prompt ensemble, subset): torch with the eval
-command's own model, ORT through the serving backend. The full 10,000-image figures, and int8's change,
-are in docs/benchmarks.md (``benchmarks/bench_onnx.py accuracy``).
+Both go through ``service.measure.accuracy.evaluate_model``, the path of ``clipserve eval --backend onnx|torch``
+(the server's backend factory; label set, prompt ensemble, subset). The full 10,000-image figures are in
+the demo model's card (models/clipserve-demo/MODEL_CARD.md); int8's change is in docs/benchmarks.md
+(``benchmarks/bench_onnx.py accuracy``).
 """
 
 from __future__ import annotations
 
-from benchmarks.bench_onnx import BackendZeroShot
 from service.clip.model_config import ModelConfig
 from service.config import REPO_MODELS_DIR
-from service.measure.accuracy import ZeroShotModel, evaluate
-from service.runtime.onnx_backend import OnnxBackend
+from service.measure.accuracy import eval_settings, evaluate_model
 from tests.shared_data import require_cifar10
 
 DEMO = "clipserve-demo"
@@ -20,11 +19,12 @@ MAX_CHANGE = 0.003  # 0.3 points
 
 
 def test_demo_zero_shot_accuracy_matches_torch(demo_onnx: ModelConfig) -> None:
-    """ORT on the session's on-demand export of the demo model (``demo_onnx``), torch on its weights."""
+    """ORT on the session's on-demand export of the demo model (``demo_onnx``, found in the session's cache by
+    ``ensure_onnx``), torch on its weights."""
     data = require_cifar10() / "test.tar"
-    onnx_model = BackendZeroShot(OnnxBackend(demo_onnx), demo_onnx)
-    on_onnx = evaluate(onnx_model, data, limit=SUBSET)  # type: ignore[arg-type]  # evaluate duck-types its model
-    on_torch = evaluate(ZeroShotModel(DEMO, REPO_MODELS_DIR), data, limit=SUBSET)
+    on_onnx = evaluate_model(DEMO, data, eval_settings("onnx", model_dir=REPO_MODELS_DIR), limit=SUBSET)
+    on_torch = evaluate_model(DEMO, data, eval_settings("torch", model_dir=REPO_MODELS_DIR), limit=SUBSET)
+    assert (on_onnx.backend, on_torch.backend) == ("onnx", "torch")
     assert on_onnx.images == on_torch.images == SUBSET and on_onnx.label_set == on_torch.label_set
     assert on_torch.top1 > 0.5, "the demo model should be far above chance (10%) on CIFAR-10"
     assert abs(on_onnx.top1 - on_torch.top1) <= MAX_CHANGE
