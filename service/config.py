@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="REST bind address.")
     port: int = Field(8000, description="REST port; 0 turns REST off.")
     grpc_port: int = Field(50051, description="gRPC port; 0 turns gRPC off.")
+    max_connections: int = Field(
+        1000, ge=0, description="Open REST connections; past it uvicorn answers 503 (0: no limit)."
+    )
+    backlog: int = Field(2048, ge=1, description="Connections the kernel queues before REST accepts them.")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="Idle REST keep-alive connections close after this.")
 
     # Models
     model: str = Field(
@@ -63,6 +68,15 @@ class Settings(BaseSettings):
         True, description="Close batches at the recent concurrency (off: wait max_delay_ms for a full batch)."
     )
     queue_size: int = Field(1024, ge=1, description="Items that may wait per model and modality; past it: 429.")
+    max_items_in_flight: int = Field(
+        2048, ge=1, description="Items admitted at once, all models together; past it: 429 (memory bound)."
+    )
+    max_body_bytes_in_flight: int = Field(
+        256 * 1024 * 1024, ge=1, description="Request body bytes being read or held at once; past it: 429."
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="Longest time to receive a request body (REST); past it: 408."
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="Per-request deadline; past it: 504.")
     preprocess_threads: int = Field(
         default_factory=lambda: min(4, os.cpu_count() or 1), ge=1,
@@ -94,6 +108,9 @@ class Settings(BaseSettings):
 
     # Operations
     drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, longest wait for in-flight work.")
+    malloc_arena_max: int = Field(
+        2, ge=0, description="glibc malloc arenas (0: glibc's default of 8 per core); fewer hold less memory."
+    )
     log_json: bool = Field(False, description="Structured JSON logs.")
     log_level: str = Field("INFO", description="Log level.")
 

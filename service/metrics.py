@@ -72,6 +72,10 @@ class Metrics:
         self.cache_misses = Counter(
             "clipserve_class_cache_misses", "Zero-shot class-embedding cache misses.", ["model"], registry=r
         )
+        self.rejected = Counter(
+            "clipserve_rejected", "Requests refused at the door (429): over the admission bound, or bytes in flight.",
+            ["model", "reason"], registry=r,
+        )
         self.ready = Gauge("clipserve_ready", "1 when the server is ready to serve.", registry=r)
 
     def render(self) -> bytes:

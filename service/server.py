@@ -25,6 +25,7 @@ import uvicorn
 from service.config import Settings
 from service.engine import Engine
 from service.grpc.server import GrpcServer, start_grpc
+from service.memory import limit_arenas, trim_when_idle
 from service.metrics import Metrics
 from service.rest.app import create_app
 
@@ -48,6 +49,10 @@ def rest_config(settings: Settings, engine: Engine, metrics: Metrics) -> uvicorn
         log_config=None, access_log=False, lifespan="on",
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
         loop="auto", http="auto",  # uvloop and httptools (dependencies): ~25% less CPU per request
+        # Connections past max_connections get uvicorn's own 503: a guard for file descriptors and
+        # memory; load is shed earlier by admission (429 + Retry-After, service.rest.admission).
+        limit_concurrency=settings.max_connections or None, backlog=settings.backlog,
+        timeout_keep_alive=max(1, round(settings.keep_alive_timeout_s)),
     )
 
 
@@ -84,12 +89,15 @@ async def serve(settings: Settings, shutdown: Shutdown | None = None, engine: En
     shutdown = shutdown or Shutdown()
     engine = engine or Engine(settings, Metrics())
     metrics = engine.metrics
+    limit_arenas(settings.malloc_arena_max)
+    trimmer = asyncio.create_task(trim_when_idle(lambda: engine.in_flight))
     with shutdown.on_signals(asyncio.get_running_loop()):
         try:
             await _until(engine.start(), shutdown.requested)
             if not shutdown.requested.is_set():
                 await _serve_front_ends(engine, metrics, settings, shutdown)
         finally:
+            trimmer.cancel()
             await engine.stop(0 if shutdown.forced.is_set() else settings.drain_timeout_s)
 
 
@@ -99,7 +107,7 @@ async def _serve_front_ends(engine: Engine, metrics: Metrics, settings: Settings
     rest = RestServer(rest_config(settings, engine, metrics)) if settings.port else None
     rest_task = asyncio.create_task(rest.serve()) if rest is not None else None
     try:
-        await _until(_first_done(rest_task), shutdown.requested)
+        await _wait_for_stop(rest_task, shutdown)
         await _drain(engine, settings, shutdown)
     finally:
         await _stop_front_ends(rest, rest_task, grpc_server, settings, shutdown)
@@ -132,13 +140,14 @@ async def _stop_front_ends(
     log.info("front ends stopped")
 
 
-async def _first_done(task: asyncio.Task[None] | None) -> None:
-    """Wait for ``task`` (the REST server, which ends only on its own failure); forever when None."""
-    if task is None:
-        await asyncio.Event().wait()
-    else:
-        await task
-        raise RuntimeError("the REST server stopped on its own (port in use?)")
+async def _wait_for_stop(rest_task: asyncio.Task[None] | None, shutdown: Shutdown) -> None:
+    """Wait for a stop request; raise if the REST server ends first (it ends only on a failure)."""
+    stop = asyncio.ensure_future(shutdown.requested.wait())
+    done, _ = await asyncio.wait({stop} | ({rest_task} if rest_task else set()), return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if rest_task in done:
+        rest_task.result()
+        raise RuntimeError("the REST server stopped on its own")
 
 
 async def _until(work: Awaitable[Any], stop: asyncio.Event) -> None:

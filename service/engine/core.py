@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from service.clip import zeroshot
 from service.clip.model_config import resolve_model
 from service.clip.zeroshot import softmax
 from service.config import Settings
+from service.engine.admission import Admission
 from service.engine.served_model import ServedModel, close_backend_threads, start_backend_threads
 from service.engine.tasks import gather_or_cancel, remaining
 from service.engine.types import (
@@ -59,6 +60,7 @@ class Engine:
         self._idle.set()
         self._pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="clipserve-preprocess")
         self.class_embeddings = ClassEmbeddings(settings, metrics)
+        self.admission = Admission(settings, metrics)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -160,14 +162,15 @@ class Engine:
 
     async def embed(
         self, items: Sequence[Item], model: str | None = None, timeout_s: float | None = None,
-        protocol: str = "rest",
+        protocol: str = "rest", field: str = "inputs",
     ) -> EmbedResult:
-        """Embed texts and images (mixed allowed); rows in input order."""
+        """Embed texts and images (mixed allowed); rows in input order. ``field`` names the items in errors."""
         async with self._call("embed", protocol):
             served = self._model(model)
             deadline = self._deadline(timeout_s)
-            self._check_count(items, "inputs")
-            rows = await self._embed_items(served, items, "inputs", deadline)
+            self._check_count(items, field)
+            with self._admit(served, items):
+                rows = await self._embed_items(served, items, field, deadline)
             return EmbedResult(served.name, rows)
 
     async def classify(
@@ -196,10 +199,11 @@ class Engine:
             if top_k < 1:
                 raise InvalidInput(f"top_k must be at least 1, got {top_k}")
             image_items = [ImageItem(data) for data in images]
-            class_rows, image_rows = await gather_or_cancel(
-                self.class_embeddings.get(served, names, templates_used, deadline),
-                self._embed_items(served, image_items, "images", deadline),
-            )
+            with self._admit(served, image_items):
+                class_rows, image_rows = await gather_or_cancel(
+                    self.class_embeddings.get(served, names, templates_used, deadline),
+                    self._embed_items(served, image_items, "images", deadline),
+                )
             order, scores = zeroshot.classify(image_rows, class_rows, served.info.logit_scale, top_k, logits)
             results = [
                 [LabelScore(names[j], float(score)) for j, score in zip(row_order, row_scores, strict=True)]
@@ -217,10 +221,11 @@ class Engine:
             deadline = self._deadline(timeout_s)
             self._check_count(left, "left")
             self._check_count(right, "right")
-            left_rows, right_rows = await gather_or_cancel(
-                self._embed_items(served, left, "left", deadline),
-                self._embed_items(served, right, "right", deadline),
-            )
+            with self._admit(served, [*left, *right]):
+                left_rows, right_rows = await gather_or_cancel(
+                    self._embed_items(served, left, "left", deadline),
+                    self._embed_items(served, right, "right", deadline),
+                )
             cosine = left_rows @ right_rows.T
             return SimilarityResult(served.name, cosine, softmax(served.info.logit_scale * cosine))
 
@@ -259,6 +264,11 @@ class Engine:
             ctx = REQUEST.get()
             if ctx is not None:
                 ctx.counted = True
+
+    def _admit(self, served: ServedModel, items: Sequence[Item]) -> AbstractContextManager[None]:
+        """Hold the items' place in the admission bound (Overloaded, 429, when they don't fit)."""
+        images = sum(isinstance(item, ImageItem) for item in items)
+        return self.admission.admit(served.name, images=images, texts=len(items) - images)
 
     def _model(self, name: str | None) -> ServedModel:
         if not name:
@@ -331,9 +341,13 @@ class Engine:
         """Decode and preprocess images in the thread pool; the first bad one fails the request."""
         loop = asyncio.get_running_loop()
         futures = [loop.run_in_executor(self._pool, served.preprocess, data) for data in datas]
-        done, pending = await asyncio.wait(futures, timeout=remaining(deadline), return_when=asyncio.FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
+        try:
+            done, pending = await asyncio.wait(
+                futures, timeout=remaining(deadline), return_when=asyncio.FIRST_EXCEPTION
+            )
+        finally:  # also on cancellation (the client left): its jobs not started yet leave the pool's queue
+            for future in futures:
+                future.cancel()
         for future, name in zip(futures, where, strict=True):
             if future in done and future.exception() is not None:
                 raise _item_error(future.exception(), name)  # type: ignore[arg-type]

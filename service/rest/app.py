@@ -17,6 +17,7 @@ from service import __version__
 from service.config import Settings
 from service.engine import Engine
 from service.metrics import Metrics
+from service.rest.admission import AdmissionMiddleware
 from service.rest.errors import install_error_handlers
 from service.rest.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.rest.routes import classify, embed, health, models, similarity
@@ -65,6 +66,10 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        AdmissionMiddleware, max_bytes_in_flight=settings.max_body_bytes_in_flight,
+        body_timeout_s=settings.body_timeout_s, metrics=metrics,
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)  # added last: outermost
     install_error_handlers(app)
     for module in (embed, classify, similarity, models, health):

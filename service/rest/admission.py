@@ -1,0 +1,93 @@
+"""Admission for REST before a body is read: 429 when the engine is saturated or too many bytes are held.
+
+Reading and parsing a body costs memory (the JSON, its strings, the decoded images) and event-loop
+time, so a request that would be refused anyway is refused before its body is read:
+
+- when the engine's admission is saturated (``max_items_in_flight`` reached), at once;
+- when the bodies being read or held by requests in progress, plus this one's ``Content-Length``,
+  would pass ``max_body_bytes_in_flight`` (a body without a length is counted as it streams in);
+- a body that trickles in slower than ``body_timeout_s`` (from the request's start) gets 408.
+
+Each refusal carries ``Retry-After``. Health probes, ``/metrics`` and other GETs are never refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.metrics import Metrics
+from service.rest.errors import error_response
+
+RETRY_AFTER_S = 1
+
+
+class AdmissionMiddleware:
+    """Refuses POSTs that cannot be taken now, before reading their bodies; bounds body read time."""
+
+    def __init__(self, app: ASGIApp, max_bytes_in_flight: int, body_timeout_s: float, metrics: Metrics) -> None:
+        self.app = app
+        self.max_bytes_in_flight = max_bytes_in_flight
+        self.body_timeout_s = body_timeout_s
+        self.metrics = metrics
+        self.bytes_in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        engine = getattr(scope["app"].state, "engine", None)
+        if engine is not None and engine.admission.saturated():
+            message = "over capacity: too many items in flight (max_items_in_flight); retry later"
+            await self._refuse(scope, receive, send, "saturated", message)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        held = int(declared) if declared.isdigit() else 0
+        if self.bytes_in_flight and self.bytes_in_flight + held > self.max_bytes_in_flight:
+            await self._refuse(
+                scope, receive, send, "bytes",
+                f"over capacity: {self.bytes_in_flight} request body bytes in flight "
+                f"(max_body_bytes_in_flight {self.max_bytes_in_flight}); retry later",
+            )
+            return
+        counted = [held]  # this request's bytes in bytes_in_flight
+        self.bytes_in_flight += held
+        try:
+            await self.app(scope, self._bounded_receive(receive, counted), send)
+        finally:
+            self.bytes_in_flight -= counted[0]
+
+    def _bounded_receive(self, receive: Receive, counted: list[int]) -> Receive:
+        """``receive`` with the body read timeout; a body of undeclared length counts as it arrives."""
+        deadline = time.monotonic() + self.body_timeout_s
+        declared = counted[0] > 0
+        body_done = False
+
+        async def bounded() -> Message:
+            nonlocal body_done
+            if body_done:  # after the body only a disconnect can come: wait for it as long as it takes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise HTTPException(
+                    408, f"request body not received within {self.body_timeout_s:g} s (body_timeout_s)"
+                ) from None
+            if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
+                if not declared:
+                    size = len(message.get("body", b""))
+                    counted[0] += size
+                    self.bytes_in_flight += size
+            return message
+
+        return bounded
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, reason: str, message: str) -> None:
+        self.metrics.rejected.labels(model="*", reason=reason).inc()
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
+        await error_response(429, message, "overloaded", headers)(scope, receive, send)
