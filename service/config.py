@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, description="REST port; 0 turns REST off.")
     grpc_port: int = Field(50051, description="gRPC port; 0 turns gRPC off.")
     max_connections: int = Field(
-        1000, ge=0, description="Open REST connections; past it uvicorn answers 503 (0: no limit)."
+        2048, ge=0, description="Open REST connections; past it uvicorn answers 503 (0: no limit)."
     )
     backlog: int = Field(2048, ge=1, description="Connections the kernel queues before REST accepts them.")
     keep_alive_timeout_s: float = Field(5.0, gt=0, description="Idle REST keep-alive connections close after this.")
@@ -68,6 +68,9 @@ class Settings(BaseSettings):
         True, description="Close batches at the recent concurrency (off: wait max_delay_ms for a full batch)."
     )
     queue_size: int = Field(1024, ge=1, description="Items that may wait per model and modality; past it: 429.")
+    max_requests_in_flight: int = Field(
+        512, ge=1, description="REST requests in progress at once; past it: 429 before the body is read."
+    )
     max_items_in_flight: int = Field(
         2048, ge=1, description="Items admitted at once, all models together; past it: 429 (memory bound)."
     )

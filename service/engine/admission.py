@@ -3,8 +3,8 @@
 Every engine call asks for its items before anything is decoded or preprocessed. Items in flight
 are counted per model and modality (images and texts have batchers of their own) and in total. The
 bound of a model's modality follows its measured drain rate: ``rate x request_timeout_s x
-FILL_FRACTION``, so that the work admitted can be finished in about half the request timeout even
-when it all waits behind itself; before there is a measurement the bound is ``queue_size``. It is
+FILL_FRACTION``, so that the work admitted waits a tenth of the request timeout at most (3 s of
+the default 30 s); before there is a measurement the bound is ``queue_size``. It is
 never below ``FLOOR_BATCHES`` batches (a burst after an idle spell still batches well), never above
 ``queue_size`` (the batcher's own queue) or ``max_items_in_flight`` in total (memory: a preprocessed
 image is held until its batch runs). The refusal's ``Retry-After`` is the time the excess needs to
@@ -27,7 +27,9 @@ from service.config import Settings
 from service.errors import Overloaded
 from service.metrics import Metrics
 
-FILL_FRACTION = 0.5  # of the request timeout that admitted work may spend waiting behind earlier work
+# Of the request timeout, what admitted work may spend waiting behind earlier work: short waits keep
+# latency and memory low under overload, and a few seconds of queue still keeps every worker busy.
+FILL_FRACTION = 0.1
 FLOOR_BATCHES = 2
 HALF_LIFE_S = 10.0
 MIN_BUSY_S = 0.5  # busy time needed before the measured rate is trusted

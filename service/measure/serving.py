@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "photos"
+DEFAULT_PHOTOS = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "photos"
 
 
 @dataclass
@@ -247,10 +247,27 @@ def measure_server(host: str, port: int, bodies: dict[str, list[bytes]], concurr
 
 
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
+    """A TCP port free on 127.0.0.1 right now (the one helper: tests and benchmarks import it from here)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_ready(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
+    """Poll ``url``/readyz until it answers 200; RuntimeError if ``proc`` exits first or ``timeout_s`` passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server not ready in {timeout_s:.0f} s")
 
 
 def start_server(port: int, serve_args: Sequence[str], timeout_s: float = 600) -> subprocess.Popen[bytes]:
@@ -259,23 +276,16 @@ def start_server(port: int, serve_args: Sequence[str], timeout_s: float = 600) -
     ``serve_args`` are more flags (``--model``...); given after the defaults, they override them
     (``--grpc-port 0`` by default).
     """
-    import httpx
-
     cmd = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--grpc-port", "0", "--log-level", "WARNING", *serve_args]
-    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1])
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"server not ready in {timeout_s:.0f} s")
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[2])
+    try:
+        wait_ready(proc, f"http://127.0.0.1:{port}", timeout_s)
+    except RuntimeError:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
 
 
 # ---------------------------------------------------------------- report

@@ -3,6 +3,9 @@
 Reading and parsing a body costs memory (the JSON, its strings, the decoded images) and event-loop
 time, so a request that would be refused anyway is refused before its body is read:
 
+- when ``max_requests_in_flight`` requests are already in progress (TEI's semaphore: a connection
+  costs memory and a file descriptor while it waits, so they are bounded before uvicorn's own
+  ``limit_concurrency``, whose 503 has no Retry-After, is reached);
 - when the engine's admission is saturated (``max_items_in_flight`` reached), at once;
 - when the bodies being read or held by requests in progress, plus this one's ``Content-Length``,
   would pass ``max_body_bytes_in_flight`` (a body without a length is counted as it streams in);
@@ -29,8 +32,13 @@ RETRY_AFTER_S = 1
 class AdmissionMiddleware:
     """Refuses POSTs that cannot be taken now, before reading their bodies; bounds body read time."""
 
-    def __init__(self, app: ASGIApp, max_bytes_in_flight: int, body_timeout_s: float, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, max_requests_in_flight: int, max_bytes_in_flight: int, body_timeout_s: float,
+        metrics: Metrics,
+    ) -> None:
         self.app = app
+        self.max_requests_in_flight = max_requests_in_flight
+        self.requests_in_flight = 0
         self.max_bytes_in_flight = max_bytes_in_flight
         self.body_timeout_s = body_timeout_s
         self.metrics = metrics
@@ -39,6 +47,10 @@ class AdmissionMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
+            return
+        if self.requests_in_flight >= self.max_requests_in_flight:
+            message = f"over capacity: {self.requests_in_flight} requests in progress (max_requests_in_flight)"
+            await self._refuse(scope, receive, send, "requests", message + "; retry later")
             return
         engine = getattr(scope["app"].state, "engine", None)
         if engine is not None and engine.admission.saturated():
@@ -56,10 +68,12 @@ class AdmissionMiddleware:
             return
         counted = [held]  # this request's bytes in bytes_in_flight
         self.bytes_in_flight += held
+        self.requests_in_flight += 1
         try:
             await self.app(scope, self._bounded_receive(receive, counted), send)
         finally:
             self.bytes_in_flight -= counted[0]
+            self.requests_in_flight -= 1
 
     def _bounded_receive(self, receive: Receive, counted: list[int]) -> Receive:
         """``receive`` with the body read timeout; a body of undeclared length counts as it arrives."""

@@ -67,7 +67,8 @@ def create_app(
     app.state.metrics = metrics
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
-        AdmissionMiddleware, max_bytes_in_flight=settings.max_body_bytes_in_flight,
+        AdmissionMiddleware, max_requests_in_flight=settings.max_requests_in_flight,
+        max_bytes_in_flight=settings.max_body_bytes_in_flight,
         body_timeout_s=settings.body_timeout_s, metrics=metrics,
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)  # added last: outermost
