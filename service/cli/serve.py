@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import sys
 import typing
+from collections.abc import Coroutine
 from typing import Any
 
 from pydantic import ValidationError
@@ -54,5 +55,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"clipserve serve: invalid settings: {errors}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(serve(settings))
+    run_loop(serve(settings))
     return 0
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed (a dependency off Windows: less CPU per request)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

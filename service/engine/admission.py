@@ -77,8 +77,17 @@ class Admission:
         return max(floor, min(wanted, settings.queue_size))
 
     def saturated(self) -> bool:
-        """True when the total bound is reached: a new request would be refused whatever it holds."""
-        return self.total >= self._settings.max_items_in_flight
+        """True when a new request is refused before its body is read.
+
+        That is when the total bound is reached, or when every model and modality with work in flight
+        is at its bound: the server's compute is taken, and parsing bodies only to refuse them would
+        take the event loop too (measured: at 4x capacity of one-image requests, the loop fell behind
+        and connections piled up to uvicorn's limit).
+        """
+        if self.total >= self._settings.max_items_in_flight:
+            return True
+        active = [(key, state) for key, state in self._rates.items() if state.in_flight > 0]
+        return bool(active) and all(state.in_flight >= self.bound(*key) for key, state in active)
 
     @contextmanager
     def admit(self, model: str, images: int, texts: int) -> Iterator[None]:

@@ -6,7 +6,8 @@ time, so a request that would be refused anyway is refused before its body is re
 - when ``max_requests_in_flight`` requests are already in progress (TEI's semaphore: a connection
   costs memory and a file descriptor while it waits, so they are bounded before uvicorn's own
   ``limit_concurrency``, whose 503 has no Retry-After, is reached);
-- when the engine's admission is saturated (``max_items_in_flight`` reached), at once;
+- when the engine's admission is saturated (``max_items_in_flight`` reached, or every model and
+  modality with work in flight at its bound), at once;
 - when the bodies being read or held by requests in progress, plus this one's ``Content-Length``,
   would pass ``max_body_bytes_in_flight`` (a body without a length is counted as it streams in);
 - a body that trickles in slower than ``body_timeout_s`` (from the request's start) gets 408.
@@ -54,7 +55,7 @@ class AdmissionMiddleware:
             return
         engine = getattr(scope["app"].state, "engine", None)
         if engine is not None and engine.admission.saturated():
-            message = "over capacity: too many items in flight (max_items_in_flight); retry later"
+            message = "over capacity: the models' admission bounds are reached; retry later"
             await self._refuse(scope, receive, send, "saturated", message)
             return
         declared = Headers(scope=scope).get("content-length", "")

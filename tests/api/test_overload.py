@@ -62,7 +62,7 @@ async def test_saturated_server_refuses_before_reading_the_body(tmp_path: Path) 
         refused = await client.post("/embed", content=body(), headers={"content-type": "application/json"})
         assert (await busy).status_code == 200
     assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
-    assert "max_items_in_flight" in refused.json()["error"]["message"]
+    assert "admission bounds are reached" in refused.json()["error"]["message"]
     assert not read.is_set()
 
 
