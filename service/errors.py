@@ -73,3 +73,17 @@ class InferenceError(ClipServeError):
     """Model compute failed for a batch."""
 
     kind = ErrorKind.INTERNAL
+
+
+class StartupError(ClipServeError):
+    """The server cannot start as configured: a setting or a model does not work on this machine.
+
+    Raised while loading models, never for a request: it is the operator's to fix, not a client's.
+    ``setting`` names the ``Settings`` field to look at (``onnx_providers``), when one is to blame.
+    """
+
+    kind = ErrorKind.INTERNAL
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting

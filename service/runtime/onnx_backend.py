@@ -4,8 +4,9 @@ numpy and onnxruntime only: nothing on this module's import path imports torch, 
 serves exported models. Execution providers come from configuration (``onnx_providers``, in order
 of preference; empty: CUDA then CPU on a ``cuda`` device, CPU otherwise); a requested provider that
 this onnxruntime build lacks, or that fails to start, is dropped with a warning and the providers
-actually in use are reported in ``ModelInfo.providers``. With the CUDA or TensorRT provider the
-inputs and outputs go through IO binding.
+actually in use are reported in ``ModelInfo.providers``; sessions that cannot start at all raise
+``StartupError`` naming ``onnx_providers`` (an operator's problem, not a client's). With the CUDA or
+TensorRT provider the inputs and outputs go through IO binding.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import onnxruntime as ort
 from service.clip.loading import fingerprint
 from service.clip.model_config import ModelConfig, OnnxFiles
 from service.config import Settings
-from service.errors import InvalidInput, NotFound
+from service.errors import NotFound, StartupError
 from service.protocol.model_info import ModelInfo
 from service.runtime.base import check_pixels, check_tokens
 
@@ -161,10 +162,15 @@ class OnnxBackend:
         with_options = [(p, self._provider_options(p, precision, input_name, shape, path)) for p in providers]
         try:
             return ort.InferenceSession(str(path), opts, providers=with_options)
-        except Exception as exc:  # e.g. fp16 kernels missing on the CPU provider
-            raise InvalidInput(
-                f"model {self.config.name!r}: onnxruntime cannot run {path.name} ({precision}) with "
-                f"{providers}: {exc}. fp16 exports need a GPU provider; export fp32 or int8 for CPUs."
+        except Exception as exc:  # e.g. fp16 kernels missing on the CPU provider, a damaged file
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            asked = ",".join(self.options.providers) or "default"
+            raise StartupError(
+                f"model {self.config.name!r}: onnxruntime cannot start {path.name} ({precision}) on {providers}: "
+                f"{reason}. Check onnx_providers (--onnx-providers / CLIPSERVE_ONNX_PROVIDERS, now {asked}): "
+                f"fp16 exports need a GPU provider where the CPU lacks their kernels; export fp32 or int8 for "
+                f"CPUs, or export again (`clipserve export --model {self.config.name}`) if the file is damaged.",
+                setting="onnx_providers",
             ) from exc
 
     def _provider_options(self, provider: str, precision: str, input_name: str, shape: tuple[int, ...],

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from service.clip.loading import fingerprint, load_clip
 from service.clip.model_config import ModelConfig
 from service.clip.text import can_trim, encode_text_trimmed
-from service.errors import InvalidInput
 from service.protocol.model_info import ModelInfo
+from service.runtime.base import check_pixels, check_tokens
 
 log = logging.getLogger(__name__)
 
@@ -73,24 +73,20 @@ class TorchBackend:
 
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 normalised pixels -> (N, D) float32, L2-normalised rows."""
-        size = self.info.image_size
-        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, size, size):
-            raise InvalidInput(f"image batch must be (N, 3, {size}, {size}), got {tuple(pixels.shape)}")
+        pixels = check_pixels(pixels, self.info.image_size)
         if pixels.shape[0] == 0:
             return np.zeros((0, self.info.dimension), dtype=np.float32)
-        batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        batch = torch.from_numpy(pixels)
         with torch.inference_mode():
             features = self._model.encode_image(batch.to(self._device, self._dtype))
             return _normalised(features)
 
     def encode_texts(self, tokens: np.ndarray) -> np.ndarray:
         """(N, L) int64 zero-padded token ids, L <= context length -> (N, D) float32, L2-normalised."""
-        context = self.info.context_length
-        if tokens.ndim != 2 or not 0 < tokens.shape[1] <= context:
-            raise InvalidInput(f"token batch must be (N, L) with 1 <= L <= {context}, got {tuple(tokens.shape)}")
+        tokens = check_tokens(tokens, self.info.context_length)
         if tokens.shape[0] == 0:
             return np.zeros((0, self.info.dimension), dtype=np.float32)
-        batch = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
+        batch = torch.from_numpy(tokens)
         with torch.inference_mode():
             return _normalised(encode_text_trimmed(self._model, batch.to(self._device)))
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,9 +14,18 @@ from service.clip.model_config import read_config
 from service.clip.preprocess import ImagePreprocessor, PreprocessConfig
 from service.clip.tokenizer import Tokenizer
 from service.config import Settings
-from service.errors import InvalidInput, NotFound
+from service.errors import ClipServeError, InvalidInput, NotFound, StartupError
+from service.protocol.errors import ErrorKind
 from service.runtime.factory import create_backend
-from service.runtime.onnx_backend import CPU, CUDA, TENSORRT, OnnxBackend, SessionConfig, choose_providers
+from service.runtime.onnx_backend import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    OnnxBackend,
+    SessionConfig,
+    choose_providers,
+    model_files,
+)
 from service.runtime.torch_backend import TorchBackend
 from tests.shared_data import require_photos
 
@@ -135,11 +146,49 @@ def test_bad_batches_are_invalid_input(onnx_backend: OnnxBackend) -> None:
     assert onnx_backend.encode_texts(np.zeros((0, 5), np.int64)).shape == (0, 32)
 
 
-def test_warmup_runs(onnx_backend: OnnxBackend) -> None:
+class SessionSpy:
+    """An onnxruntime session that records the shape of every input it is run on."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.shapes: list[tuple[int, ...]] = []
+
+    def run(self, output_names: Any, feeds: dict[str, np.ndarray]) -> Any:
+        self.shapes += [tuple(v.shape) for v in feeds.values()]
+        return self.session.run(output_names, feeds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+
+def test_warmup_runs(onnx_backend: OnnxBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both sessions run once per batch size given, texts at the full context length (the worst case)."""
+    spies = {name: SessionSpy(session) for name, session in onnx_backend._sessions.items()}
+    for name, spy in spies.items():
+        monkeypatch.setitem(onnx_backend._sessions, name, spy)
     onnx_backend.warmup([1, 3])
+    assert spies["pixels"].shapes == [(1, 3, 64, 64), (3, 3, 64, 64)]
+    assert spies["tokens"].shapes == [(1, 77), (3, 77)]
 
 
 def test_onnx_backend_without_export_names_the_export_command(tiny_repo: Path) -> None:
     """``--backend onnx`` on a model with no ONNX files: a clear error naming the command that makes them."""
     with pytest.raises(NotFound, match=r"no ONNX export .* run `clipserve export --model tiny`"):
         create_backend(read_config(tiny_repo / "tiny"), Settings(model_dir=tiny_repo, backend="onnx"))
+
+
+def test_a_session_that_cannot_start_is_a_startup_error_naming_onnx_providers(tiny_repo: Path,
+                                                                              tmp_path: Path) -> None:
+    """onnxruntime refusing a graph at start-up is the operator's problem (INTERNAL), not a client's (INVALID)."""
+    folder = tmp_path / "damaged"
+    shutil.copytree(tiny_repo / "tiny-onnx", folder)
+    config = read_config(folder)
+    model_files(config)[2].write_bytes(b"not an onnx graph")  # the text tower
+    with pytest.raises(StartupError) as raised:
+        create_backend(config, Settings(model_dir=tmp_path, backend="onnx", onnx_providers=CPU))
+    error = raised.value
+    assert not isinstance(error, InvalidInput) and isinstance(error, ClipServeError)
+    assert error.kind == ErrorKind.INTERNAL and error.setting == "onnx_providers"
+    assert "text.onnx" in error.message and "INVALID_PROTOBUF" in error.message
+    assert f"--onnx-providers / CLIPSERVE_ONNX_PROVIDERS, now {CPU}" in error.message
+    assert "\n" not in error.message and len(error.message) < 800  # one short line, for a terminal

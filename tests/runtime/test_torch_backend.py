@@ -87,7 +87,20 @@ def test_bad_batches_are_refused(backend: TorchBackend) -> None:
 
 
 def test_warmup_runs_each_batch_size(backend: TorchBackend) -> None:
-    backend.warmup([1, 2])
+    """Both towers run once per batch size given, texts at the full context length (the worst case)."""
+    images: list[tuple[int, ...]] = []
+    texts: list[tuple[int, ...]] = []
+    hooks = [  # the towers' inputs: pixels (N, 3, S, S); token features (N, L, width) batch-first
+        backend.model.visual.register_forward_pre_hook(lambda _, args: images.append(tuple(args[0].shape))),
+        backend.model.transformer.register_forward_pre_hook(lambda _, args: texts.append(tuple(args[0].shape[:2]))),
+    ]
+    try:
+        backend.warmup([1, 2])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert images == [(1, 3, 64, 64), (2, 3, 64, 64)]
+    assert texts == [(1, 77), (2, 77)]
 
 
 def test_half_precision_falls_back_to_fp32_on_cpu(config: ModelConfig, caplog: pytest.LogCaptureFixture) -> None:
