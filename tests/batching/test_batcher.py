@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from service.batching import Batcher, BatcherConfig
-from service.batching.queue import LoadEstimate, ThroughputMeter
+from service.batching.queue import ItemQueue, LoadEstimate, ThroughputMeter
+from service.batching.request import QueuedItem
 from service.errors import (
     DeadlineExceeded,
     InferenceError,
@@ -152,12 +153,26 @@ async def test_rows_come_back_in_input_order(make_batcher: MakeHarness) -> None:
     assert h.metric("clipserve_items_embedded_total") == sum(len(r) for r in requests)
 
 
-async def test_next_batch_forms_while_compute_runs(make_batcher: MakeHarness) -> None:
+async def test_next_batch_forms_while_compute_runs(make_batcher: MakeHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    forming = {"entered": 0, "returned": 0}  # the batch former's calls of ItemQueue.form
+    form = ItemQueue.form
+
+    async def counted_form(queue: ItemQueue, limit: int, delay_s: float) -> list[QueuedItem]:
+        forming["entered"] += 1
+        try:
+            return await form(queue, limit, delay_s)
+        finally:
+            forming["returned"] += 1
+
+    monkeypatch.setattr(ItemQueue, "form", counted_form)
     h = await make_batcher(max_batch_size=2, max_delay_ms=0)
     first, second = await occupy(h, [2.0, 3.0])  # batch 2 formed while batch 1 is still computing
     third = await submitted(h.batcher, [4.0])
-    await asyncio.sleep(0.05)
-    assert h.batcher.depth == 1  # only one batch is formed ahead per worker
+    # Only one batch is formed ahead per worker: having formed batch 2, the former is not forming a
+    # third but waiting for a slot, which only the worker gives back when it takes batch 2, after
+    # computing [1.0] (gated). So [4.0] stays queued until then.
+    assert forming == {"entered": 2, "returned": 2}
+    assert h.batcher.depth == 1
     h.fake.gate.set()
     await asyncio.gather(first, second, third)
     assert h.fake.batches == [[1.0], [2.0, 3.0], [4.0]]

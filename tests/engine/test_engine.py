@@ -123,7 +123,10 @@ async def test_drain_refuses_new_calls_and_finishes_those_in_flight(model_dir: P
     await engine.start()
     assert engine.ready and sample(engine, "clipserve_ready") == 1
     calls = [asyncio.create_task(engine.embed([TextItem(f"t{i}")])) for i in range(3)]
-    await asyncio.sleep(0.05)
+    for _ in range(1000):  # until all three are in flight (each batch of the slow model takes long)
+        if engine.in_flight == 3:
+            break
+        await asyncio.sleep(0.005)
     assert engine.in_flight == 3
     engine.begin_drain()
     assert not engine.ready and engine.draining and sample(engine, "clipserve_ready") == 0
