@@ -23,7 +23,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from service.client.grpc import AsyncGrpcTransport  # noqa: E402
 from service.client.rest import AsyncRestTransport  # noqa: E402
 from service.client.types import AsyncTransport, Input  # noqa: E402
+from service.measure.serving import free_port  # noqa: E402
 from service.measure.serving import start_server as serve_process  # noqa: E402
 
 SHARED = Path(os.environ.get("CLIPSERVE_SHARED", REPO.parent / "shared"))
@@ -58,13 +58,6 @@ class Cell:
     p50_ms: float
     p99_ms: float
     errors: int
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def load_images(n: int = 32) -> list[bytes]:

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from service.measure.serving import free_port, wait_ready
+
+__all__ = ["REPO", "ServerProcess", "free_port"]  # free_port lives in service.measure.serving; re-exported
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServerProcess:
@@ -37,17 +30,10 @@ class ServerProcess:
 
     def wait_ready(self, timeout_s: float = 300) -> None:
         """Poll /readyz until 200; fail with the server's log if it exits or never gets ready."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"server not ready after {timeout_s}s:\n{self.log.read_text()}")
+        try:
+            wait_ready(self.proc, self.url, timeout_s)
+        except RuntimeError as exc:
+            raise AssertionError(f"{exc}:\n{self.log.read_text()}") from None
 
     def stop(self) -> None:
         """Make sure the process is gone (kill if it does not stop on its own)."""

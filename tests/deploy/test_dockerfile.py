@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.server_process import free_port
+from service.measure.serving import free_port
 from tests.deploy.conftest import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"

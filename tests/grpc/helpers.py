@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from PIL import Image
 from service.config import Settings
 from service.engine import Engine
 from service.grpc.server import GrpcServer, start_grpc
+from service.measure.serving import free_port
 from service.metrics import Metrics
 from service.server import Shutdown, serve
 
@@ -72,13 +72,6 @@ def encoded_image(seed: int, size: tuple[int, int] = (48, 40), fmt: str = "PNG")
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format=fmt)
     return out.getvalue()
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def counter(engine: Engine, name: str, **labels: str) -> float:

@@ -23,8 +23,9 @@ import pytest
 from service.clip.model_config import read_config
 from service.clip.preprocess import ImagePreprocessor, PreprocessConfig
 from service.clip.tokenizer import Tokenizer
+from service.measure.serving import free_port
 from service.runtime.torch_backend import TorchBackend
-from tests.api.server_process import ServerProcess, free_port
+from tests.api.server_process import ServerProcess
 from tests.shared_data import REPO, require_photos
 
 BLOCKER = textwrap.dedent(
