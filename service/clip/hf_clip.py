@@ -5,11 +5,14 @@ folder's ``config.json`` maps onto an open_clip model config, the state dict's k
 separate q/k/v projections concatenate into ``in_proj_weight``/``in_proj_bias``; the projection
 ``Linear`` weights transpose into ``proj``/``text_projection``), and ``preprocessor_config.json``
 gives mean, std, size and interpolation.
+
+This module reads and converts only; ``service.clip.loading`` builds the model (no import cycle).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,15 +52,25 @@ _RENAMES = (  # HF key fragment -> open_clip, applied in order
 )
 
 
-def load_hf_clip(folder: Path) -> tuple[Any, dict[str, Any]]:
-    """Build the open_clip CLIP for an HF CLIPModel folder; return it and its preprocess config."""
-    from service.clip.loading import build_model
+@dataclass
+class HfCheckpoint:
+    """An HF CLIPModel folder in open_clip's terms: what ``loading.load_clip`` builds and loads."""
 
+    model_cfg: dict[str, Any]  # an open_clip CLIP model config
+    quick_gelu: bool
+    state_dict: dict[str, torch.Tensor]  # in open_clip CLIP's layout
+    preprocess: dict[str, Any]  # open_clip preprocess_cfg keys
+
+
+def read_hf_clip(folder: Path) -> HfCheckpoint:
+    """Read an HF CLIPModel folder: the open_clip config, renamed weights and preprocessing (no model built)."""
     config = json.loads((folder / "config.json").read_text())
-    model = build_model(open_clip_config(config), quick_gelu=_quick_gelu(config))
-    state_dict = convert_state_dict(_read_weights(folder))
-    model.load_state_dict(state_dict, strict=True)
-    return model, read_preprocess(folder)
+    return HfCheckpoint(
+        model_cfg=open_clip_config(config),
+        quick_gelu=_quick_gelu(config),
+        state_dict=convert_state_dict(_read_weights(folder)),
+        preprocess=read_preprocess(folder),
+    )
 
 
 def open_clip_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -68,10 +68,13 @@ def load_clip(
     """
     source = resolve_weights(config, cache_dir)
     if source.kind == "hf":
-        from service.clip.hf_clip import load_hf_clip
+        from service.clip.hf_clip import read_hf_clip
 
         assert source.path is not None
-        model, preprocess = load_hf_clip(source.path)
+        hf = read_hf_clip(source.path)
+        model = build_model(hf.model_cfg, quick_gelu=hf.quick_gelu)
+        model.load_state_dict(hf.state_dict, strict=True)
+        preprocess = hf.preprocess
     else:
         model_cfg, preprocess = arch_config(config)
         model = build_model(model_cfg, quick_gelu=source.quick_gelu, seed=config.seed)

@@ -9,6 +9,7 @@ download function replaced by a local file.
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import service.clip as clip_package
 from service.clip.loading import fingerprint, load_clip
 from service.clip.model_config import OPENAI_MEAN, ModelConfig, resolve_model, write_config
 from service.errors import NotFound
@@ -266,6 +268,17 @@ def test_hugging_face_folder_without_weights(tmp_path: Path, hf_folder: tuple[Pa
     (tmp_path / "config.json").write_text((hf_folder[0] / "config.json").read_text())
     with pytest.raises(NotFound, match="no weights"):
         load_clip(ModelConfig(name="x", architecture="hf", weights=f"hf:{tmp_path}"))
+
+
+def test_hf_clip_reads_and_loading_builds_without_an_import_cycle() -> None:
+    """hf_clip converts the folder only; loading imports it (lazily), never the other way round."""
+    imported: dict[str, set[str]] = {}
+    for name in ("hf_clip", "loading"):
+        tree = ast.parse((Path(clip_package.__file__).parent / f"{name}.py").read_text())
+        imported[name] = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported[name] |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "service.clip.hf_clip" in imported["loading"]
+    assert not any(m.startswith("service.clip.loading") for m in imported["hf_clip"])
 
 
 def test_openai_architecture_needs_a_checkpoint() -> None:
