@@ -55,3 +55,52 @@ def test_sigterm_unready_first_then_in_flight_requests_finish_and_exit_0(tmp_pat
         assert len({e["request_id"] for e in served}) == IN_FLIGHT + 1
     finally:
         server.stop()
+
+
+def test_grpc_alone_with_rest_off_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from service.measure.serving import free_port
+    from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
+    from service.protocol.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
+
+    write_model(tmp_path, "slow", weights="delay_ms=700")
+    grpc_port = free_port()
+    server = ServerProcess(tmp_path / "server.log", "--model", "slow", "--model-dir", str(tmp_path),
+                           "--port", "0", "--grpc-port", str(grpc_port), "--max-batch-size", "1",
+                           "--no-warmup", "--drain-timeout-s", "120", "--log-json")
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + 120
+        while True:  # polls for the state "serving"; the process must not have died
+            assert server.proc.poll() is None and time.monotonic() < deadline, server.log.read_text()
+            try:
+                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    break
+            except grpc.RpcError:
+                time.sleep(0.1)
+        stub = pb_grpc.ClipServiceStub(channel)
+        calls = [stub.Embed.future(pb.EmbedRequest(items=[pb.Item(text=f"t{i}")]), timeout=120)
+                 for i in range(IN_FLIGHT)]
+        calls[0].result()  # one answered (0.7 s per call): the others have long reached the engine
+        server.proc.send_signal(signal.SIGTERM)
+        while health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == 1:
+            time.sleep(0.02)
+        pending_when_unready = sum(not c.done() for c in calls)
+        try:
+            stub.Embed(pb.EmbedRequest(items=[pb.Item(text="late")]), timeout=30)
+            late = grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            late = exc.code()
+        answers = [c.result() for c in calls]
+        assert pending_when_unready > 0, "readiness turned false only after the calls finished"
+        assert late in (grpc.StatusCode.UNAVAILABLE,)
+        assert [len(a.embeddings.data) for a in answers] == [32 * 4] * IN_FLIGHT
+        assert server.proc.wait(timeout=120) == 0, server.log.read_text()
+        logs = [json.loads(line) for line in server.log.read_text().splitlines() if line.strip()]
+        assert not any(e["logger"].startswith("uvicorn") for e in logs)  # REST never started
+    finally:
+        channel.close()
+        server.stop()
