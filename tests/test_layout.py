@@ -52,7 +52,7 @@ PEER_EXCEPTIONS = {("service.runtime.onnx_cache", "export")}
 
 # Modules that import each other from inside functions (no cycle at import time, but one unit in
 # two files). Being merged; delete the entry when it is gone.
-KNOWN_LAZY_CYCLES = {frozenset({"service.clip.hf_clip", "service.clip.loading"})}
+KNOWN_LAZY_CYCLES: set[frozenset[str]] = set()
 
 # Third-party packages (top-level names); the standard library is always allowed.
 PROTOCOL_THIRD_PARTY = {"numpy", "grpc", "google"}  # google.protobuf

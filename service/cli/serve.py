@@ -44,7 +44,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until stopped; 0 after a graceful shutdown, 2 for bad settings."""
+    """Serve until stopped; 0 after a graceful shutdown, 2 for bad settings, 1 when the models cannot start."""
+    from service.errors import ClipServeError
     from service.logs import configure_logging
     from service.server import serve
 
@@ -55,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"clipserve serve: invalid settings: {errors}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_json)
-    run_loop(serve(settings))
+    try:
+        run_loop(serve(settings))
+    except (ClipServeError, ValueError) as exc:  # a setting or model that cannot work here: the operator's to fix
+        print(f"clipserve serve: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

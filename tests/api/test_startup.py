@@ -61,8 +61,6 @@ def test_start_up_failure_exits_non_zero_naming_the_setting(case: str,
         assert named in output, output
 
 
-@pytest.mark.xfail(strict=True, reason="service/cli/serve.py lets start-up errors out as a traceback; "
-                                        "its owner catches them (patch in the layout issue)")
 @pytest.mark.parametrize("case", CASES)
 def test_start_up_failure_is_a_short_message_not_a_traceback(case: str,
                                                              failed_starts: dict[str, tuple[int, str]]) -> None:

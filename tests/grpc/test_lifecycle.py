@@ -115,7 +115,7 @@ async def test_full_queue_gives_resource_exhausted_with_a_retry_hint(slow_repo: 
         assert refused and served and len(refused) + len(served) == 10
         for error in refused:
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "queue full" in (error.details() or "")
+            assert "over capacity" in (error.details() or "")  # refused at admission, before the batcher's queue
             metadata = dict(error.trailing_metadata() or ())
             assert metadata[ERROR_KIND_KEY] == "overloaded"
             assert float(metadata[RETRY_AFTER_KEY]) > 0
