@@ -42,7 +42,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml ./
 COPY service ./service
-# torch from PyPI is the CUDA build. The base install pulls `onnxruntime` (CPU), which shares its
+# torch from PyPI is the CUDA build. The server extra pulls `onnxruntime` (CPU), which shares its
 # package directory with `onnxruntime-gpu`: remove the CPU one, then reinstall the GPU one over it.
 RUN pip install --no-cache-dir "./[torch,gpu]" "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
     && pip uninstall -y onnxruntime \
@@ -102,7 +102,7 @@ RUN if [ "$WITH_TORCH" = "1" ]; then \
             "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
         && pip install --no-cache-dir "./[torch]"; \
     else \
-        pip install --no-cache-dir ./; \
+        pip install --no-cache-dir "./[server]"; \
     fi
 # The demo model is served by ONNX Runtime: export its graphs now, not at every container start. Without
 # torch (WITH_TORCH=0) they cannot be made here: export them into models/clipserve-demo/onnx before the build.

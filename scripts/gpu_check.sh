@@ -26,7 +26,7 @@ pip_install() { "$PYTHON" -m pip install -q --disable-pip-version-check "$@"; }
 if ! "$PYTHON" -c "import service.export, open_clip, onnx, onnxscript, fastapi" 2>/dev/null; then
     # the project without its torch pin: keep the machine's CUDA torch where there is one
     "$PYTHON" -c "import torch" 2>/dev/null || pip_install torch
-    pip_install -e . open_clip_torch onnx onnxscript
+    pip_install -e '.[server]' open_clip_torch onnx onnxscript
 fi
 if ! "$PYTHON" -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"; then
     "$PYTHON" -m pip uninstall -y -q onnxruntime onnxruntime-gpu || true

@@ -38,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser(command if command in COMMANDS else None)
     except ModuleNotFoundError as exc:
-        print(f"clipserve {command}: not available in this install ({exc})", file=sys.stderr)
+        print(f"clipserve {command}: not available in this install (no module {exc.name!r}): "
+              "pip install 'clipserve[server]'", file=sys.stderr)
         return 2
     args = parser.parse_args(args_list)
     status: int = importlib.import_module(COMMANDS[args.command][0]).run(args)

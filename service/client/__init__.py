@@ -1,4 +1,7 @@
-"""The clipserve Python client: REST (httpx) or gRPC, blocking or asyncio. It does not import torch.
+"""The clipserve Python client: REST (httpx) or gRPC, blocking or asyncio.
+
+It needs only numpy, httpx, grpcio, protobuf and tqdm (``pip install clipserve``, the base install)
+and imports none of the server's packages (fastapi, uvicorn, onnxruntime, torch, Pillow).
 
 ``ClipClient(url)`` / ``AsyncClipClient(url)`` pick the protocol from the URL scheme:
 ``http://host:8000`` (REST), ``grpc://host:50051`` (gRPC), ``grpcs://`` (gRPC over TLS). Helpers:
@@ -6,7 +9,8 @@
 ``similarity`` and ``models``. Long inputs go in chunks (``chunk_size``), ``concurrency`` at a time,
 with a tqdm bar (``progress=True``, or automatically above 1,000 items), and each chunk is retried
 with exponential backoff and jitter on overload or unavailability, honouring Retry-After.
-See docs/client.md.
+``AsyncClipClient`` is the one implementation; ``ClipClient`` runs it on an event loop thread of its
+own. See docs/client.md.
 """
 
 from service.client.aio import AsyncClipClient

@@ -1,4 +1,7 @@
-"""``AsyncClipClient``: the asyncio Python client (REST or gRPC, chosen by the URL scheme)."""
+"""``AsyncClipClient``: the asyncio Python client (REST or gRPC, chosen by the URL scheme).
+
+It is the client's one implementation: the blocking ``ClipClient`` runs it on an event loop thread.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from service.client.base import ClientBase, ClientOptions, classify_spec, concat, texts_list
-from service.client.chunks import ImageSource, arun_chunks, load_image
+from service.client.base import ClientOptions, classify_spec, concat, texts_list
+from service.client.chunks import ImageSource, chunk_slices, load_images, map_chunks, progress_bar, want_progress
 from service.client.connect import DEFAULT_URL, Endpoint, aconnect
 from service.client.retry import acall_with_retry
 from service.client.types import AsyncTransport, Input, Label, Similarity
@@ -17,8 +20,11 @@ from service.protocol.model_info import ModelInfo
 R = TypeVar("R")
 
 
-class AsyncClipClient(ClientBase):
-    """asyncio client; the same helpers as ``ClipClient``, as coroutines. Create it inside the event loop.
+class AsyncClipClient:
+    """asyncio client: the helpers of ``ClipClient`` (which runs this class), as coroutines.
+
+    Create it inside the event loop that uses it. Each helper splits its inputs into chunks of
+    ``chunk_size``, sends ``concurrency`` at a time, retries each chunk under ``retry``, and keeps order.
 
     >>> async with AsyncClipClient("grpc://127.0.0.1:50051") as client:
     ...     vectors = await client.embed_images(["a.jpg", "b.png"])
@@ -28,15 +34,19 @@ class AsyncClipClient(ClientBase):
         self, url: str = DEFAULT_URL, *, api_key: str | None = None, root_certificates: bytes | None = None,
         transport: AsyncTransport | None = None, **options: Any,
     ) -> None:
-        super().__init__(ClientOptions(**options))
+        self.options = ClientOptions(**options)
         self.endpoint = Endpoint(url, api_key=api_key, root_certificates=root_certificates)
         self.transport = transport or aconnect(self.endpoint)
 
     async def _map(self, n: int, fn: Callable[[slice], Awaitable[R]], progress: bool | None, desc: str) -> list[R]:
-        slices, bar = self._plan(n, progress, desc)
-        with bar:
-            return await arun_chunks(slices, lambda s: acall_with_retry(lambda: fn(s), self.options.retry),
-                                     self.options.concurrency, bar)
+        """``fn`` on chunks of ``range(n)``, ``concurrency`` at a time, each retried; results in order."""
+        if n == 0:
+            raise ValueError(f"{desc}: nothing to do (no inputs)")
+        show = want_progress(self.options.progress if progress is None else progress, n)
+        with progress_bar(n, show, desc) as bar:
+            return await map_chunks(chunk_slices(n, self.options.chunk_size),
+                                    lambda s: acall_with_retry(lambda: fn(s), self.options.retry),
+                                    self.options.concurrency, bar)
 
     async def embed(
         self, inputs: Sequence[Input], *, model: str | None = None, progress: bool | None = None
@@ -60,7 +70,7 @@ class AsyncClipClient(ClientBase):
         t = self.options.timeout_s
 
         async def chunk(s: slice) -> np.ndarray:
-            return await self.transport.embed([load_image(x) for x in images[s]], model, t)
+            return await self.transport.embed(await load_images(images[s]), model, t)
 
         return concat(await self._map(len(images), chunk, progress, "embed images"))
 
@@ -74,7 +84,7 @@ class AsyncClipClient(ClientBase):
         t = self.options.timeout_s
 
         async def chunk(s: slice) -> list[list[Label]]:
-            return await self.transport.classify([load_image(x) for x in images[s]], spec, model, t)
+            return await self.transport.classify(await load_images(images[s]), spec, model, t)
 
         return [ranked for part in await self._map(len(images), chunk, progress, "classify") for ranked in part]
 

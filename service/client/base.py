@@ -1,16 +1,14 @@
-"""What the blocking and asyncio clients share: settings, chunk planning, argument checks."""
+"""The client's settings and argument checks."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from service.client.chunks import chunk_slices, progress_bar, want_progress
 from service.client.retry import RetryPolicy
-from service.client.types import ClassifySpec, Input
+from service.client.types import ClassifySpec
 
 
 @dataclass
@@ -22,19 +20,6 @@ class ClientOptions:
     concurrency: int = 4  # calls in flight at once
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     progress: bool | None = None  # default for every call: True, False, or None (auto for long jobs)
-
-
-class ClientBase:
-    """Options and helpers of both clients."""
-
-    def __init__(self, options: ClientOptions) -> None:
-        self.options = options
-
-    def _plan(self, n: int, progress: bool | None, desc: str) -> tuple[list[slice], Any]:
-        if n == 0:
-            raise ValueError(f"{desc}: nothing to do (no inputs)")
-        show = want_progress(self.options.progress if progress is None else progress, n)
-        return chunk_slices(n, self.options.chunk_size), progress_bar(n, show, desc)
 
 
 def texts_list(texts: Iterable[str]) -> list[str]:
@@ -58,8 +43,3 @@ def classify_spec(
 def concat(parts: Sequence[np.ndarray]) -> np.ndarray:
     """Chunk results stacked in order."""
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
-def inputs_list(inputs: Iterable[Input]) -> list[Input]:
-    """Inputs as a list (texts as str, images as bytes)."""
-    return list(inputs)

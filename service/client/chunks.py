@@ -1,11 +1,10 @@
-"""Splitting long jobs into chunks, running them concurrently (bounded), and the progress bar."""
+"""Splitting long jobs into chunks, running them concurrently (bounded), reading image files, and the progress bar."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,42 +39,26 @@ def load_image(source: ImageSource) -> bytes:
     return Path(source).read_bytes()
 
 
-def run_chunks(slices: Sequence[slice], fn: Callable[[slice], R], concurrency: int, bar: Any) -> list[R]:
-    """``fn`` on every slice with at most ``concurrency`` threads; results in slice order.
-
-    The first error cancels the chunks that have not started and is raised.
-    """
-    if len(slices) == 1 or concurrency <= 1:
-        out = []
-        for s in slices:
-            out.append(fn(s))
-            bar.update(s.stop - s.start)
-        return out
-
-    def tracked(s: slice) -> R:
-        result = fn(s)
-        bar.update(s.stop - s.start)
-        return result
-
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="clipserve-client")
-    try:
-        futures = [pool.submit(tracked, s) for s in slices]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in futures:
-            if future in done and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
-        return [future.result() for future in futures]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+async def load_images(sources: Sequence[ImageSource]) -> list[bytes]:
+    """``load_image`` of each source; files are read in a worker thread, off the event loop."""
+    if all(isinstance(x, bytes | bytearray | memoryview) for x in sources):
+        return [load_image(x) for x in sources]
+    return await asyncio.to_thread(lambda: [load_image(x) for x in sources])
 
 
-async def arun_chunks(
+async def map_chunks(
     slices: Sequence[slice], fn: Callable[[slice], Awaitable[R]], concurrency: int, bar: Any
 ) -> list[R]:
     """``fn`` on every slice with at most ``concurrency`` in flight; results in slice order.
 
     The first error cancels the other chunks and is raised.
     """
+    if len(slices) == 1 or concurrency <= 1:  # one at a time: no tasks to schedule
+        out = []
+        for s in slices:
+            out.append(await fn(s))
+            bar.update(s.stop - s.start)
+        return out
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def tracked(s: slice) -> R:

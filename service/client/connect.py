@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from service.client.types import AsyncTransport, Transport
@@ -37,18 +38,11 @@ class Endpoint:
         return target
 
 
-def connect(endpoint: Endpoint) -> Transport:
-    """A blocking transport for the endpoint."""
-    if endpoint.scheme in GRPC_SCHEMES:
-        from service.client.grpc import GrpcTransport
-
-        return GrpcTransport(
-            endpoint.grpc_target, tls=endpoint.scheme == "grpcs", root_certificates=endpoint.root_certificates,
-            api_key=endpoint.api_key, max_message_bytes=endpoint.max_message_bytes,
-        )
-    from service.client.rest import RestTransport
-
-    return RestTransport(endpoint.url, api_key=endpoint.api_key)
+def _grpc_args(endpoint: Endpoint) -> dict[str, Any]:
+    return {
+        "target": endpoint.grpc_target, "tls": endpoint.scheme == "grpcs", "api_key": endpoint.api_key,
+        "root_certificates": endpoint.root_certificates, "max_message_bytes": endpoint.max_message_bytes,
+    }
 
 
 def aconnect(endpoint: Endpoint) -> AsyncTransport:
@@ -56,10 +50,18 @@ def aconnect(endpoint: Endpoint) -> AsyncTransport:
     if endpoint.scheme in GRPC_SCHEMES:
         from service.client.grpc import AsyncGrpcTransport
 
-        return AsyncGrpcTransport(
-            endpoint.grpc_target, tls=endpoint.scheme == "grpcs", root_certificates=endpoint.root_certificates,
-            api_key=endpoint.api_key, max_message_bytes=endpoint.max_message_bytes,
-        )
+        return AsyncGrpcTransport(**_grpc_args(endpoint))
     from service.client.rest import AsyncRestTransport
 
     return AsyncRestTransport(endpoint.url, api_key=endpoint.api_key)
+
+
+def connect(endpoint: Endpoint) -> Transport:
+    """A blocking transport for the endpoint: ``aconnect``'s, run on an event loop thread of its own."""
+    if endpoint.scheme in GRPC_SCHEMES:
+        from service.client.grpc import GrpcTransport
+
+        return GrpcTransport(**_grpc_args(endpoint))
+    from service.client.rest import RestTransport
+
+    return RestTransport(endpoint.url, api_key=endpoint.api_key)

@@ -1,4 +1,5 @@
-"""gRPC transports (blocking and asyncio) for ``clipserve.v1.ClipService``.
+"""gRPC transports for ``clipserve.v1.ClipService``: ``AsyncGrpcTransport``, and ``GrpcTransport`` that runs it
+on an event loop thread for blocking callers.
 
 Each method builds its request, calls the stub with the deadline and ``x-api-key`` metadata, and
 turns ``grpc.RpcError`` into ``RequestFailed`` with the server's error kind (read from the trailing
@@ -14,6 +15,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from service.client.blocking import BlockingTransport
 from service.client.errors import RequestFailed
 from service.client.types import ClassifySpec, Input, Label, Similarity
 from service.protocol.errors import ErrorKind
@@ -125,83 +127,21 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
 
 
-class _Settings:
-    """What both gRPC transports keep: metadata and channel construction arguments."""
+class AsyncGrpcTransport:
+    """asyncio gRPC transport on one grpc.aio channel (create it inside the event loop that uses it)."""
 
     def __init__(
         self, target: str, *, tls: bool = False, root_certificates: bytes | None = None,
         api_key: str | None = None, max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.target = target
-        self.credentials = grpc.ssl_channel_credentials(root_certificates) if tls else None
         self.metadata = ((API_KEY_HEADER, api_key),) if api_key else ()
-        self.options = channel_options(max_message_bytes)
-
-
-class GrpcTransport(_Settings):
-    """Blocking gRPC transport on one channel (thread-safe)."""
-
-    def __init__(self, target: str, **kwargs: Any) -> None:
-        super().__init__(target, **kwargs)
-        if self.credentials is None:
-            self._channel = grpc.insecure_channel(target, options=self.options)
+        options = channel_options(max_message_bytes)
+        if tls:
+            credentials = grpc.ssl_channel_credentials(root_certificates)
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
         else:
-            self._channel = grpc.secure_channel(target, self.credentials, options=self.options)
-        self._stub = pb_grpc.ClipServiceStub(self._channel)
-
-    def _run(self, op: Op, timeout_s: float | None) -> Any:
-        method, request, parse = op
-        try:
-            response = getattr(self._stub, method)(request, timeout=timeout_s, metadata=self.metadata)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        return parse(response)
-
-    def embed(self, inputs: Sequence[Input], model: str | None, timeout_s: float | None) -> np.ndarray:
-        """Embed inputs in one call."""
-        return self._run(embed_op(inputs, model), timeout_s)  # type: ignore[no-any-return]
-
-    def classify(
-        self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
-    ) -> list[list[Label]]:
-        """Classify images in one call."""
-        return self._run(classify_op(images, spec, model), timeout_s)  # type: ignore[no-any-return]
-
-    def similarity(
-        self, left: Sequence[Input], right: Sequence[Input], model: str | None, timeout_s: float | None
-    ) -> Similarity:
-        """Similarity in one call."""
-        return self._run(similarity_op(left, right, model), timeout_s)  # type: ignore[no-any-return]
-
-    def models(self, timeout_s: float | None) -> list[ModelInfo]:
-        """The served models."""
-        return self._run(models_op(), timeout_s)  # type: ignore[no-any-return]
-
-    def embed_stream(
-        self, items: Iterable[tuple[str, Input]], model: str | None = None, timeout_s: float | None = None
-    ) -> Iterator[StreamResult]:
-        """Bulk embedding over EmbedStream: yields (id, embedding or RequestFailed) in completion order."""
-        requests = (stream_request(item_id, value, model) for item_id, value in items)
-        try:
-            for response in self._stub.EmbedStream(requests, timeout=timeout_s, metadata=self.metadata):
-                yield stream_result(response)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-
-    def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
-
-
-class AsyncGrpcTransport(_Settings):
-    """asyncio gRPC transport on one grpc.aio channel."""
-
-    def __init__(self, target: str, **kwargs: Any) -> None:
-        super().__init__(target, **kwargs)
-        if self.credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=self.options)
-        else:
-            self._channel = grpc.aio.secure_channel(target, self.credentials, options=self.options)
+            self._channel = grpc.aio.insecure_channel(target, options=options)
         self._stub = pb_grpc.ClipServiceStub(self._channel)
 
     async def _run(self, op: Op, timeout_s: float | None) -> Any:
@@ -258,3 +198,23 @@ class AsyncGrpcTransport(_Settings):
     async def close(self) -> None:
         """Close the channel."""
         await self._channel.close()
+
+
+class GrpcTransport(BlockingTransport[AsyncGrpcTransport]):
+    """Blocking gRPC transport: an ``AsyncGrpcTransport`` on an event loop thread of its own (thread-safe).
+
+    Takes ``AsyncGrpcTransport``'s arguments: ``target`` (``host:port``), ``tls``, ``root_certificates``,
+    ``api_key``, ``max_message_bytes``.
+    """
+
+    def __init__(self, target: str, **kwargs: Any) -> None:
+        super().__init__(lambda: AsyncGrpcTransport(target, **kwargs))
+
+    def embed_stream(
+        self, items: Iterable[tuple[str, Input]], model: str | None = None, timeout_s: float | None = None
+    ) -> Iterator[StreamResult]:
+        """Bulk embedding over EmbedStream: yields (id, embedding or RequestFailed) in completion order.
+
+        ``items`` is read on the transport's event loop thread as the server's window lets it upload.
+        """
+        return self.loop.iterate(self.inner.embed_stream(items, model, timeout_s))

@@ -1,4 +1,5 @@
-"""REST transports (blocking and asyncio, on httpx) for the clipserve JSON API.
+"""REST transports for the clipserve JSON API: ``AsyncRestTransport`` (httpx), and ``RestTransport`` that runs
+it on an event loop thread for blocking callers.
 
 Images go as base64; embeddings come back as base64 of little-endian float32 (``encoding:
 "base64"``), which avoids parsing thousands of JSON floats. Error bodies
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from service.client.blocking import BlockingTransport
 from service.client.errors import RequestFailed
 from service.client.types import ClassifySpec, Input, Label, Similarity
 from service.protocol.errors import HTTP_STATUS, ErrorKind
@@ -127,11 +129,6 @@ def parse_models(body: dict[str, Any]) -> list[ModelInfo]:
     ]
 
 
-def _client_args(url: str, api_key: str | None, verify: bool | str) -> dict[str, Any]:
-    headers = {API_KEY_HEADER: api_key} if api_key else {}
-    return {"base_url": url.rstrip("/") + "/", "headers": headers, "verify": verify}
-
-
 def _result(response: httpx.Response) -> dict[str, Any]:
     if response.status_code >= 400:
         raise error_from_response(response)
@@ -139,52 +136,12 @@ def _result(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-class RestTransport:
-    """Blocking REST transport on one ``httpx.Client`` (thread-safe, keeps connections alive)."""
-
-    def __init__(self, url: str, *, api_key: str | None = None, verify: bool | str = True) -> None:
-        self._http = httpx.Client(**_client_args(url, api_key, verify))
-
-    def _run(self, call: Call, timeout_s: float | None) -> dict[str, Any]:
-        method, path, body = call
-        try:
-            response = self._http.request(method, path, json=body, timeout=timeout_s)
-        except httpx.TimeoutException as exc:
-            raise RequestFailed(f"no answer in time: {exc}", ErrorKind.TIMEOUT, "timeout") from None
-        except httpx.TransportError as exc:
-            raise RequestFailed(f"cannot reach the server: {exc}", ErrorKind.UNAVAILABLE, "connect") from None
-        return _result(response)
-
-    def embed(self, inputs: Sequence[Input], model: str | None, timeout_s: float | None) -> np.ndarray:
-        """Embed inputs in one call."""
-        return parse_embed(self._run(embed_call(inputs, model), timeout_s))
-
-    def classify(
-        self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
-    ) -> list[list[Label]]:
-        """Classify images in one call."""
-        return parse_classify(self._run(classify_call(images, spec, model), timeout_s))
-
-    def similarity(
-        self, left: Sequence[Input], right: Sequence[Input], model: str | None, timeout_s: float | None
-    ) -> Similarity:
-        """Similarity in one call."""
-        return parse_similarity(self._run(similarity_call(left, right, model), timeout_s))
-
-    def models(self, timeout_s: float | None) -> list[ModelInfo]:
-        """The served models."""
-        return parse_models(self._run(("GET", "models", None), timeout_s))
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
-
-
 class AsyncRestTransport:
     """asyncio REST transport on one ``httpx.AsyncClient``."""
 
     def __init__(self, url: str, *, api_key: str | None = None, verify: bool | str = True) -> None:
-        self._http = httpx.AsyncClient(**_client_args(url, api_key, verify))
+        headers = {API_KEY_HEADER: api_key} if api_key else {}
+        self._http = httpx.AsyncClient(base_url=url.rstrip("/") + "/", headers=headers, verify=verify)
 
     async def _run(self, call: Call, timeout_s: float | None) -> dict[str, Any]:
         method, path, body = call
@@ -219,3 +176,10 @@ class AsyncRestTransport:
     async def close(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()
+
+
+class RestTransport(BlockingTransport[AsyncRestTransport]):
+    """Blocking REST transport: an ``AsyncRestTransport`` on an event loop thread of its own (thread-safe)."""
+
+    def __init__(self, url: str, *, api_key: str | None = None, verify: bool | str = True) -> None:
+        super().__init__(lambda: AsyncRestTransport(url, api_key=api_key, verify=verify))

@@ -47,31 +47,44 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 
-def call_with_retry(fn: Callable[[], T], policy: RetryPolicy) -> T:
-    """Call ``fn`` until it succeeds, a non-retryable error occurs, or the attempts run out."""
-    attempt = 1
-    while True:
-        try:
-            return fn()
-        except RequestFailed as error:
-            if not policy.should_retry(error, attempt):
-                raise
-            wait = policy.delay(attempt, error.retry_after_s)
-            log.info("retrying in %.2fs after %s (try %d of %d)", wait, error, attempt, policy.max_attempts)
-        time.sleep(wait)
-        attempt += 1
+class Tries:
+    """The retry decision both loops below share: it counts tries, logs, and draws each wait."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.attempt = 1
+
+    def wait_after(self, error: RequestFailed) -> float | None:
+        """Seconds to wait before the next try after ``error``; None when the caller should raise it."""
+        if not self.policy.should_retry(error, self.attempt):
+            return None
+        wait = self.policy.delay(self.attempt, error.retry_after_s)
+        log.info("retrying in %.2fs after %s (try %d of %d)", wait, error, self.attempt, self.policy.max_attempts)
+        self.attempt += 1
+        return wait
 
 
 async def acall_with_retry(fn: Callable[[], Awaitable[T]], policy: RetryPolicy) -> T:
-    """``call_with_retry`` for coroutines: ``fn`` is called anew for each try."""
-    attempt = 1
+    """Await ``fn()`` (called anew for each try) until it succeeds, a non-retryable error occurs, or the tries
+    run out. The clients retry each call this way."""
+    tries = Tries(policy)
     while True:
         try:
             return await fn()
         except RequestFailed as error:
-            if not policy.should_retry(error, attempt):
+            if (wait := tries.wait_after(error)) is None:
                 raise
-            wait = policy.delay(attempt, error.retry_after_s)
-            log.info("retrying in %.2fs after %s (try %d of %d)", wait, error, attempt, policy.max_attempts)
         await asyncio.sleep(wait)
-        attempt += 1
+
+
+def call_with_retry(fn: Callable[[], T], policy: RetryPolicy) -> T:
+    """``acall_with_retry`` for a blocking ``fn`` (sleeping with ``time.sleep``), for callers of a blocking
+    ``Transport`` of their own."""
+    tries = Tries(policy)
+    while True:
+        try:
+            return fn()
+        except RequestFailed as error:
+            if (wait := tries.wait_after(error)) is None:
+                raise
+        time.sleep(wait)

@@ -1,24 +1,40 @@
-"""``ClipClient``: the blocking Python client (REST or gRPC, chosen by the URL scheme)."""
+"""``ClipClient``: the blocking Python client (REST or gRPC, chosen by the URL scheme).
+
+It is a thin shell: an ``AsyncClipClient`` (the one implementation of chunking, concurrency,
+retries and progress) running on a private event loop in a daemon thread (``LoopThread``). Each
+method runs the asyncio client's coroutine there and waits for it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from service.client.base import ClientBase, ClientOptions, classify_spec, concat, texts_list
-from service.client.chunks import ImageSource, load_image, run_chunks
-from service.client.connect import DEFAULT_URL, Endpoint, connect
-from service.client.retry import call_with_retry
+from service.client.aio import AsyncClipClient
+from service.client.base import ClientOptions
+from service.client.blocking import BlockingTransport, ThreadedTransport
+from service.client.chunks import ImageSource
+from service.client.connect import DEFAULT_URL, Endpoint
+from service.client.loop import LoopThread, closer
 from service.client.types import Input, Label, Similarity, Transport
 from service.protocol.model_info import ModelInfo
 
-R = TypeVar("R")
+
+async def _open(
+    url: str, api_key: str | None, root_certificates: bytes | None, transport: Transport | None, options: Any
+) -> AsyncClipClient:
+    threaded = ThreadedTransport(transport) if transport is not None else None
+    return AsyncClipClient(url, api_key=api_key, root_certificates=root_certificates, transport=threaded, **options)
 
 
-class ClipClient(ClientBase):
+class ClipClient:
     """Blocking client. Long inputs are split into chunks sent concurrently, each retried on overload.
+
+    The same helpers and options as ``AsyncClipClient``, whose coroutines it runs on an event loop
+    thread of its own: it can be called from several threads at once, and from inside a running
+    event loop. ``close()`` (or leaving the ``with`` block) closes the connections and stops the thread.
 
     >>> with ClipClient("grpc://127.0.0.1:50051") as client:  # or "http://127.0.0.1:8000"
     ...     vectors = client.embed_texts(["a dog", "a cat"])
@@ -28,38 +44,42 @@ class ClipClient(ClientBase):
         self, url: str = DEFAULT_URL, *, api_key: str | None = None, root_certificates: bytes | None = None,
         transport: Transport | None = None, **options: Any,
     ) -> None:
-        super().__init__(ClientOptions(**options))
-        self.endpoint = Endpoint(url, api_key=api_key, root_certificates=root_certificates)
-        self.transport = transport or connect(self.endpoint)
+        self._loop = LoopThread()
+        try:
+            client = self._loop.run(_open(url, api_key, root_certificates, transport, options))
+        except BaseException:
+            self._loop.close()
+            raise
+        self._client = client
+        self._close = closer(self, self._loop, client.close, owns_loop=True)
+        self.transport: Transport = transport or BlockingTransport(lambda: client.transport, self._loop)
+        """One blocking call per method, without chunks or retries (``transport=``, else the URL's)."""
 
-    def _map(self, n: int, fn: Callable[[slice], R], progress: bool | None, desc: str) -> list[R]:
-        slices, bar = self._plan(n, progress, desc)
-        with bar:
-            return run_chunks(slices, lambda s: call_with_retry(lambda: fn(s), self.options.retry),
-                              self.options.concurrency, bar)
+    @property
+    def options(self) -> ClientOptions:
+        """Chunk size, concurrency, timeout, retry policy and progress default (shared with the asyncio client)."""
+        return self._client.options
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The server's URL, API key and TLS roots."""
+        return self._client.endpoint
 
     def embed(self, inputs: Sequence[Input], *, model: str | None = None, progress: bool | None = None) -> np.ndarray:
         """(N, D) float32 L2-normalised embeddings of texts (``str``) and encoded images (``bytes``), in order."""
-        items = list(inputs)
-        t = self.options.timeout_s
-        return concat(self._map(len(items), lambda s: self.transport.embed(items[s], model, t), progress, "embed"))
+        return self._loop.run(self._client.embed(inputs, model=model, progress=progress))
 
     def embed_texts(
         self, texts: Iterable[str], *, model: str | None = None, progress: bool | None = None
     ) -> np.ndarray:
         """(N, D) embeddings of texts, in order."""
-        return self.embed(texts_list(texts), model=model, progress=progress)
+        return self._loop.run(self._client.embed_texts(texts, model=model, progress=progress))
 
     def embed_images(
         self, images: Sequence[ImageSource], *, model: str | None = None, progress: bool | None = None
     ) -> np.ndarray:
         """(N, D) embeddings of images given as file paths or encoded bytes (files read chunk by chunk)."""
-        t = self.options.timeout_s
-
-        def chunk(s: slice) -> np.ndarray:
-            return self.transport.embed([load_image(x) for x in images[s]], model, t)
-
-        return concat(self._map(len(images), chunk, progress, "embed images"))
+        return self._loop.run(self._client.embed_images(images, model=model, progress=progress))
 
     def classify(
         self, images: Sequence[ImageSource], labels: Sequence[str] | None = None, *, label_set: str | None = None,
@@ -67,27 +87,22 @@ class ClipClient(ClientBase):
         progress: bool | None = None,
     ) -> list[list[Label]]:
         """Zero-shot labels per image (best first), against ``labels`` or a named ``label_set``."""
-        spec = classify_spec(labels, label_set, templates, top_k, logits)
-        t = self.options.timeout_s
-
-        def chunk(s: slice) -> list[list[Label]]:
-            return self.transport.classify([load_image(x) for x in images[s]], spec, model, t)
-
-        return [ranked for part in self._map(len(images), chunk, progress, "classify") for ranked in part]
+        return self._loop.run(self._client.classify(
+            images, labels, label_set=label_set, templates=templates, top_k=top_k, logits=logits, model=model,
+            progress=progress,
+        ))
 
     def similarity(self, left: Sequence[Input], right: Sequence[Input], *, model: str | None = None) -> Similarity:
         """Cosine similarities and probabilities between two input lists (``left`` sent in chunks)."""
-        t = self.options.timeout_s
-        parts = self._map(len(left), lambda s: self.transport.similarity(left[s], right, model, t), None, "similarity")
-        return Similarity(parts[0].model, concat([p.cosine for p in parts]), concat([p.probabilities for p in parts]))
+        return self._loop.run(self._client.similarity(left, right, model=model))
 
     def models(self) -> list[ModelInfo]:
         """The served models; the first is the default."""
-        return call_with_retry(lambda: self.transport.models(self.options.timeout_s), self.options.retry)
+        return self._loop.run(self._client.models())
 
     def close(self) -> None:
-        """Close the connections."""
-        self.transport.close()
+        """Close the connections and stop the event loop thread. Calling it again does nothing."""
+        self._close()
 
     def __enter__(self) -> ClipClient:
         return self
