@@ -5,9 +5,9 @@
 same event loop; readiness (``/readyz``, grpc.health.v1) is the engine's.
 
 Shutdown on SIGTERM (or Ctrl+C): readiness turns false at once and new calls get 503 / UNAVAILABLE,
-while calls already in flight on either front end finish (at most ``drain_timeout_s``); then both
-servers stop, the engine releases its models, and ``serve`` returns, so the process exits 0. A second
-signal stops at once.
+while calls already in flight on either front end finish; then both servers stop, the engine
+releases its models, and ``serve`` returns, so the process exits 0. The whole shutdown takes at most
+``drain_timeout_s`` (one budget for the drain and each stop after it). A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import threading
+import time
 from collections.abc import Awaitable, Generator
 from typing import Any
 
@@ -62,9 +64,22 @@ class Shutdown:
     def __init__(self) -> None:
         self.requested = asyncio.Event()
         self.forced = asyncio.Event()
+        self._requested_at: float | None = None
 
     def __call__(self) -> None:
-        (self.forced if self.requested.is_set() else self.requested).set()
+        if self.requested.is_set():
+            self.forced.set()
+            return
+        self._requested_at = time.monotonic()
+        self.requested.set()
+
+    def grace_left(self, budget_s: float) -> float:
+        """What is left of ``budget_s`` since the stop was requested (0 once forced): one budget for
+        the drain and every stop after it, so the whole shutdown fits the orchestrator's grace period."""
+        if self.forced.is_set():
+            return 0.0
+        start = self._requested_at if self._requested_at is not None else time.monotonic()
+        return max(0.0, start + budget_s - time.monotonic())
 
     @contextlib.contextmanager
     def on_signals(self, loop: asyncio.AbstractEventLoop) -> Generator[None, None, None]:
@@ -98,7 +113,7 @@ async def serve(settings: Settings, shutdown: Shutdown | None = None, engine: En
                 await _serve_front_ends(engine, metrics, settings, shutdown)
         finally:
             trimmer.cancel()
-            await engine.stop(0 if shutdown.forced.is_set() else settings.drain_timeout_s)
+            await engine.stop(shutdown.grace_left(settings.drain_timeout_s))
 
 
 async def _serve_front_ends(engine: Engine, metrics: Metrics, settings: Settings, shutdown: Shutdown) -> None:
@@ -130,13 +145,14 @@ async def _stop_front_ends(
     rest: RestServer | None, rest_task: asyncio.Task[None] | None, grpc_server: GrpcServer | None,
     settings: Settings, shutdown: Shutdown,
 ) -> None:
-    grace = 0.0 if shutdown.forced.is_set() else settings.drain_timeout_s
     if rest is not None and rest_task is not None:
+        grace = shutdown.grace_left(settings.drain_timeout_s)
+        rest.config.timeout_graceful_shutdown = max(1, math.ceil(grace))
         rest.should_exit = True
-        rest.force_exit = shutdown.forced.is_set()
+        rest.force_exit = grace == 0
         await rest_task
     if grpc_server is not None:
-        await grpc_server.stop(grace)
+        await grpc_server.stop(shutdown.grace_left(settings.drain_timeout_s))
     log.info("front ends stopped")
 
 
