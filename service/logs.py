@@ -1,8 +1,12 @@
 """Structured logging: stdlib ``logging`` with a small JSON-lines formatter and a request id.
 
 ``configure_logging(level, json_lines)`` sets up the root logger once per process. The request
-being served lives in a context variable (``REQUEST``); a filter copies its id onto every log
-record, so engine and batcher log lines carry the id of the request that caused them.
+being served lives in a context variable (``REQUEST``), set per REST request by
+``service.rest.middleware.RequestContextMiddleware`` and per gRPC call by ``service.grpc.request_id``;
+a filter copies its id onto every log record that has none, so engine lines carry the id of the
+request that caused them. The batcher's tasks run outside any request: a batcher ``Request``
+records the id at submit, and its lines pass ``request_id`` (one request) or ``request_ids`` (a
+batch) explicitly.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def new_request_id(given: str | None = None) -> str:
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds ``request_id`` (or ``-``) to each record."""
+    """Adds the current request's ``request_id`` (or ``-``) to each record that does not carry one already."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         ctx = REQUEST.get()

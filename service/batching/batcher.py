@@ -15,6 +15,12 @@ first item for ``max_batch_size`` items.
 
 Every accepted request ends with rows or an error: expired deadlines, cancelled clients, crashed
 batches (retried request by request, so one bad item fails only its own request) and shutdown.
+
+Log lines: a request records the id of the client request that submitted it (``service.logs.REQUEST``),
+since the batcher's tasks run outside any request. A line about a batch lists the ids it carried, in
+its message and as ``request_ids``; when they are all one request's, ``request_id`` is that id too.
+At DEBUG level every batch run logs one line (``batch of N items for model 'm' (text): request ids
+a,b``) and every dropped request one line (expired, cancelled, shutdown).
 """
 
 from __future__ import annotations
@@ -30,8 +36,9 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from service.batching.queue import ItemQueue, LoadEstimate
-from service.batching.request import QueuedItem, Request, check_rows, client_error
+from service.batching.request import QueuedItem, Request, check_rows, client_error, request_ids
 from service.errors import DeadlineExceeded, Unavailable
+from service.logs import REQUEST
 from service.metrics import Metrics
 
 P = TypeVar("P")
@@ -40,6 +47,19 @@ ComputeFn = Callable[[list[Any]], np.ndarray]
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 5.0  # after the drain, how long stop() waits for compute calls already running
+
+
+def ids_of(items: Sequence[QueuedItem]) -> tuple[str, dict[str, Any]]:
+    """The request ids of a batch's items: as text for a log message, and as ``extra`` for the record.
+
+    ``extra`` holds ``request_ids`` (distinct, in order) and, when all items are one request's,
+    ``request_id`` (which the log filter keeps instead of the batcher task's ``-``).
+    """
+    ids = request_ids(items)
+    extra: dict[str, Any] = {"request_ids": ids}
+    if len(ids) == 1:
+        extra["request_id"] = ids[0]
+    return ",".join(ids), extra
 
 
 @dataclass(frozen=True)
@@ -130,7 +150,10 @@ class Batcher(Generic[P]):
         now = time.monotonic()
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded("request timed out before it was queued (deadline already passed)")
-        request = Request(len(payloads), asyncio.get_running_loop().create_future(), deadline, now)
+        ctx = REQUEST.get()
+        request = Request(
+            len(payloads), asyncio.get_running_loop().create_future(), deadline, now, ctx.request_id if ctx else "-"
+        )
         self._pending.add(request)
         self._in_flight += request.size
         request.future.add_done_callback(lambda _: self._forget(request))
@@ -207,6 +230,10 @@ class Batcher(Generic[P]):
         purged = self._queue.purge(request)
         if reason is not None and purged:
             self._m_dropped[reason].inc(purged)
+        log.debug(
+            "batcher %s/%s: request %s dropped (%s), %d queued items purged", self.model, self.modality,
+            request.request_id, reason or "shutting down", purged, extra={"request_id": request.request_id},
+        )
 
     def _live(self, batch: list[QueuedItem]) -> list[QueuedItem]:
         """The items still worth computing: drop those of expired or ended requests."""
@@ -248,7 +275,11 @@ class Batcher(Generic[P]):
             try:
                 await self._run_batch(fn, executor, batch)
             except Exception as exc:  # a bug here must not stop the worker or leave futures pending
-                log.exception("batcher %s/%s: unexpected error", self.model, self.modality)
+                ids, extra = ids_of(batch)
+                log.exception(
+                    "batcher %s/%s: unexpected error in a batch of %d items: request ids %s",
+                    self.model, self.modality, len(batch), ids, extra=extra,
+                )
                 for item in batch:
                     item.request.fail(client_error(exc, self.model, self.modality))
 
@@ -289,6 +320,12 @@ class Batcher(Generic[P]):
     async def _compute(self, fn: ComputeFn, executor: ThreadPoolExecutor, items: list[QueuedItem]) -> np.ndarray:
         """Run ``fn`` on the items' payloads in the worker's thread; check the rows it returns."""
         payloads = [item.payload for item in items]
+        if log.isEnabledFor(logging.DEBUG):  # the hot path: build the id list only when it is logged
+            ids, extra = ids_of(items)
+            log.debug(
+                "batch of %d items for model %r (%s): request ids %s", len(items), self.model, self.modality, ids,
+                extra=extra,
+            )
         begin = time.perf_counter()
         running = asyncio.get_running_loop().run_in_executor(executor, fn, payloads)
         self._computing.add(running)
@@ -297,7 +334,11 @@ class Batcher(Generic[P]):
             rows = check_rows(await asyncio.shield(running), len(items), self.model, self.modality)
         except Exception:
             self._m_errors.inc()
-            log.warning("batcher %s/%s: batch of %d failed", self.model, self.modality, len(items), exc_info=True)
+            ids, extra = ids_of(items)
+            log.warning(
+                "batcher %s/%s: batch of %d items failed: request ids %s", self.model, self.modality, len(items), ids,
+                exc_info=True, extra=extra,
+            )
             raise
         finally:
             self._m_inference.observe(time.perf_counter() - begin)

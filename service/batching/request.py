@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -23,6 +24,7 @@ class Request:
     future: asyncio.Future[np.ndarray]
     deadline: float | None  # time.monotonic() value
     submitted: float  # time.monotonic() at submit
+    request_id: str = "-"  # the id of the client request that submitted it (service.logs.REQUEST), for log lines
     rows: np.ndarray | None = None
     filled: int = 0
     drop_reason: str | None = None  # "expired" | "cancelled" once dropped
@@ -63,6 +65,11 @@ class QueuedItem(NamedTuple):
     request: Request
     position: int
     payload: Any
+
+
+def request_ids(items: Iterable[QueuedItem]) -> list[str]:
+    """The distinct request ids of ``items``, in order of first appearance."""
+    return list(dict.fromkeys(item.request.request_id for item in items))
 
 
 def client_error(exc: BaseException, model: str, modality: str) -> ClipServeError:

@@ -4,12 +4,16 @@ Every call passes the client's remaining deadline as the engine timeout (so item
 the queue are dropped before compute) and ``protocol="grpc"`` for the metrics. When the client
 cancels, grpc.aio cancels the handler task; the ``CancelledError`` reaches the engine's await and
 the batcher drops the call's items that are not computed yet (nothing here catches it).
+
+Every method is decorated from ``service.grpc.request_id``: the call's request id (the client's
+metadata ``x-request-id`` or a new one) is on every log line the call causes and in its trailing
+metadata, whether it succeeds or fails, and the call writes one access line.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -17,6 +21,7 @@ import grpc
 from service.engine import Engine
 from service.errors import ClipServeError, DeadlineExceeded
 from service.grpc import convert
+from service.grpc.request_id import stream_call, unary_call
 from service.grpc.status import status_of, trailing_metadata
 from service.grpc.stream import EmbedStreamer
 from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
@@ -38,8 +43,8 @@ def time_left(context: grpc.aio.ServicerContext) -> float | None:
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: ClipServeError) -> NoReturn:
-    """End the call with the error's status, message and trailing metadata."""
-    await context.abort(status_of(error), error.message, trailing_metadata(error))
+    """End the call with the error's status, message and trailing metadata (the request id kept)."""
+    await context.abort(status_of(error), error.message, trailing_metadata(error, context.trailing_metadata()))
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 
 
@@ -62,6 +67,7 @@ class ClipServicer(pb_grpc.ClipServiceServicer):
         self._engine = engine
         self._streamer = EmbedStreamer(engine, window=stream_window, protocol=PROTOCOL)
 
+    @unary_call
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
         """Embed texts and images in one call."""
 
@@ -75,13 +81,15 @@ class ClipServicer(pb_grpc.ClipServiceServicer):
 
         return await run_call(context, call)
 
+    @stream_call
     async def EmbedStream(
         self, request_iterator: AsyncIterator[pb.EmbedStreamRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.EmbedStreamResponse]:
+    ) -> AsyncGenerator[pb.EmbedStreamResponse, None]:
         """Bulk embedding, one item per message, with a bounded in-flight window."""
         async for response in self._streamer.run(request_iterator, lambda: time_left(context)):
             yield response
 
+    @unary_call
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         """Zero-shot labels for each image."""
 
@@ -101,6 +109,7 @@ class ClipServicer(pb_grpc.ClipServiceServicer):
 
         return await run_call(context, call)
 
+    @unary_call
     async def Similarity(
         self, request: pb.SimilarityRequest, context: grpc.aio.ServicerContext
     ) -> pb.SimilarityResponse:
@@ -117,6 +126,7 @@ class ClipServicer(pb_grpc.ClipServiceServicer):
 
         return await run_call(context, call)
 
+    @unary_call
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:

@@ -8,7 +8,8 @@ buffer more than the window either. Each item is its
 own engine call (the batcher groups them into batches); results go out in completion order,
 tagged with the client's id. A failed item yields an error response for its id; the stream goes
 on. When the call ends early (client cancel, deadline) every pending item task is cancelled, which
-drops its items from the batcher.
+drops its items from the batcher. The item tasks copy the call's context, so every item's engine
+call and batch carries the stream's request id (``service.grpc.request_id.stream_call``).
 """
 
 from __future__ import annotations

@@ -37,3 +37,14 @@ async def test_one_access_line_per_request(client: httpx.AsyncClient, caplog: py
     lines = [r for r in caplog.records if r.name == "clipserve.access"]
     assert [(r.route, r.status) for r in lines] == [("embed", 200), ("embed", 422)]  # type: ignore[attr-defined]
     assert lines[0].request_id == "trace-me" and lines[0].duration_ms > 0  # type: ignore[attr-defined]
+
+
+def test_an_explicit_request_id_is_kept() -> None:
+    token = REQUEST.set(RequestContext("current"))
+    try:
+        record = logging.LogRecord("service.batching.batcher", logging.DEBUG, __file__, 1, "batch", (), None)
+        record.request_id = "submitter"
+        RequestIdFilter().filter(record)
+    finally:
+        REQUEST.reset(token)
+    assert json.loads(JsonFormatter().format(record))["request_id"] == "submitter"
