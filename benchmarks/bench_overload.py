@@ -3,7 +3,8 @@
 For each request size (images per ``/embed`` request) one server is started (``clipserve serve`` on a
 free loopback port, the demo model by default) and:
 
-1. capacity: a closed loop of 16 clients for ``--capacity-seconds``: requests per second answered 200;
+1. capacity: a closed loop of max(4, 64 / size) clients for ``--capacity-seconds``: requests per second
+   answered 200;
 2. overload: requests sent at ``--factor`` x that rate, open loop (one every 1/rate s whatever the
    answers), for ``--seconds``; each has a client timeout of ``--client-timeout`` s;
 3. recovery: once the load stops, a one-image request every 0.2 s until one answers 200;
@@ -146,7 +147,8 @@ async def run_size(args: argparse.Namespace, photos: list[bytes], size: int) -> 
         requests, probe = bodies(port, photos, size), bodies(port, photos, 1, 1)[0]
         await load(HOST, port, requests, 2, 3.0)  # warm-up
         before = rss_mb(proc.pid)
-        latencies, errors, wall = await load(HOST, port, requests, 16, args.capacity_seconds)
+        clients = max(4, 64 // size)  # enough items in flight for full batches, within the admission bound
+        latencies, errors, wall = await load(HOST, port, requests, clients, args.capacity_seconds)
         capacity = len(latencies) / wall
         peak = [before]
         stop = asyncio.Event()

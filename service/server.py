@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import signal
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Generator
@@ -30,13 +31,24 @@ from service.grpc.server import GrpcServer, start_grpc
 from service.memory import limit_arenas, trim_when_idle
 from service.metrics import Metrics
 from service.rest.app import create_app
+from service.rest.backlog import accept_queue_probe
 
 log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class RestServer(uvicorn.Server):
-    """uvicorn's server without its own signal handling: ``serve`` owns the signals of the process."""
+    """uvicorn's server without its own signal handling (``serve`` owns the process's signals).
+
+    Once listening, it gives the app a probe of its sockets' accept queues (``app.state.accept_queue``),
+    which REST admission reads to shed load the event loop cannot take.
+    """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's start-up, then the accept-queue probe for the app."""
+        await super().startup(sockets)
+        listening = [sock for server in self.servers for sock in server.sockets]
+        self.config.app.state.accept_queue = accept_queue_probe(listening)  # type: ignore[union-attr]
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:

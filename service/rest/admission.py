@@ -6,10 +6,12 @@ time, so a request that would be refused anyway is refused before its body is re
 - when ``max_requests_in_flight`` requests are already in progress (TEI's semaphore: a connection
   costs memory and a file descriptor while it waits, so they are bounded before uvicorn's own
   ``limit_concurrency``, whose 503 has no Retry-After, is reached);
-- when the engine's admission is saturated (``max_items_in_flight`` reached, or every model and
-  modality with work in flight at its bound), at once;
+- when the engine's admission is saturated (``max_items_in_flight`` reached, the event loop late,
+  or every model and modality with work in flight at its bound), at once;
 - when the bodies being read or held by requests in progress, plus this one's ``Content-Length``,
   would pass ``max_body_bytes_in_flight`` (a body without a length is counted as it streams in);
+- when more than ``ACCEPT_QUEUE_LIMIT`` connections wait in the listening sockets' accept queue
+  (``service.rest.backlog``): the event loop is the bottleneck and work piles up before any counter;
 - a body that trickles in slower than ``body_timeout_s`` (from the request's start) gets 408.
 
 Each refusal carries ``Retry-After``. Health probes, ``/metrics`` and other GETs are never refused.
@@ -28,6 +30,9 @@ from service.metrics import Metrics
 from service.rest.errors import error_response
 
 RETRY_AFTER_S = 1
+# Connections waiting in the kernel's accept queue past which requests are refused unread: the event
+# loop is behind, and refusing is several times cheaper than serving, so the queue drains.
+ACCEPT_QUEUE_LIMIT = 128
 
 
 class AdmissionMiddleware:
@@ -53,9 +58,15 @@ class AdmissionMiddleware:
             message = f"over capacity: {self.requests_in_flight} requests in progress (max_requests_in_flight)"
             await self._refuse(scope, receive, send, "requests", message + "; retry later")
             return
-        engine = getattr(scope["app"].state, "engine", None)
+        state = scope["app"].state
+        queued = state.accept_queue() if hasattr(state, "accept_queue") else 0
+        if queued > ACCEPT_QUEUE_LIMIT:
+            message = f"over capacity: {queued} connections wait to be accepted; retry later"
+            await self._refuse(scope, receive, send, "accept_queue", message)
+            return
+        engine = getattr(state, "engine", None)
         if engine is not None and engine.admission.saturated():
-            message = "over capacity: the models' admission bounds are reached; retry later"
+            message = "over capacity: the server is saturated (admission bounds or event loop); retry later"
             await self._refuse(scope, receive, send, "saturated", message)
             return
         declared = Headers(scope=scope).get("content-length", "")

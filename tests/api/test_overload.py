@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import httpx
 
 from service.engine import Engine, ImageItem
 from service.metrics import Metrics
+from service.rest.admission import ACCEPT_QUEUE_LIMIT
+from service.rest.backlog import accept_queue, accept_queue_probe
 from tests.api.helpers import b64, make_settings, photo, serve, write_model
 
 
@@ -62,7 +65,7 @@ async def test_saturated_server_refuses_before_reading_the_body(tmp_path: Path) 
         refused = await client.post("/embed", content=body(), headers={"content-type": "application/json"})
         assert (await busy).status_code == 200
     assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
-    assert "admission bounds are reached" in refused.json()["error"]["message"]
+    assert "server is saturated" in refused.json()["error"]["message"]
     assert not read.is_set()
 
 
@@ -121,3 +124,30 @@ async def test_a_cancelled_request_drops_its_queued_preprocessing_jobs(model_dir
     finally:
         release.set()
         await engine.stop(1.0)
+
+
+def test_accept_queue_reads_the_kernels_count_of_waiting_connections() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        clients = [socket.create_connection(listener.getsockname()) for _ in range(5)]
+        try:
+            assert accept_queue(listener) == 5
+            listener.accept()[0].close()
+            assert accept_queue_probe([listener])() == 4
+        finally:
+            for client in clients:
+                client.close()
+
+
+async def test_a_long_accept_queue_refuses_requests_unread(model_dir: Path) -> None:
+    async with serve(make_settings(model_dir)) as client:
+        state = client._transport.app.state  # type: ignore[attr-defined]
+        state.accept_queue = lambda: ACCEPT_QUEUE_LIMIT + 1  # what the kernel says when the loop is behind
+        refused = await client.post("/embed", json={"inputs": [{"text": "a"}]})
+        health = await client.get("/readyz")
+        state.accept_queue = lambda: 0
+        served = await client.post("/embed", json={"inputs": [{"text": "a"}]})
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert "connections wait to be accepted" in refused.json()["error"]["message"]
+    assert health.status_code == 200 and served.status_code == 200  # probes are never refused
