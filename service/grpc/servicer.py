@@ -75,7 +75,7 @@ class ClipServicer(pb_grpc.ClipServiceServicer):
             items = convert.items_from_pb(request.items, "items")
             timeout_s = time_left(context)
             result = await self._engine.embed(
-                items, model=convert.model_arg(request.model), timeout_s=timeout_s, protocol=PROTOCOL
+                items, model=convert.model_arg(request.model), timeout_s=timeout_s, protocol=PROTOCOL, field="items"
             )
             return convert.embed_response(result)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import grpc
 
 from service.errors import ClipServeError
-from service.protocol.errors import GRPC_STATUS
+from service.protocol.errors import DEFAULT_RETRY_AFTER_S, GRPC_STATUS
 from service.protocol.headers import ERROR_KIND_KEY, RETRY_AFTER_KEY
 
 
@@ -32,6 +32,7 @@ def trailing_metadata(
     ``kept`` (``context.trailing_metadata()``) so that they still reach the client.
     """
     pairs = [*(kept or ()), (ERROR_KIND_KEY, error.kind.value)]
-    if error.retry_after_s is not None:
-        pairs.append((RETRY_AFTER_KEY, f"{error.retry_after_s:g}"))
+    retry_after_s = error.retry_after_s if error.retry_after_s is not None else DEFAULT_RETRY_AFTER_S.get(error.kind)
+    if retry_after_s is not None:
+        pairs.append((RETRY_AFTER_KEY, f"{retry_after_s:g}"))
     return tuple(pairs)

@@ -29,7 +29,7 @@ from service.protocol.wire import vector_to_bytes
 
 log = logging.getLogger(__name__)
 _DONE = None
-_ENGINE_FIELD = "inputs[0]"  # how the engine names the one item of each call; errors name the id instead
+_ENGINE_FIELD = "item"  # errors name the one item of each call "item[0]" until the id replaces it
 
 
 class EmbedStreamer:
@@ -47,13 +47,14 @@ class EmbedStreamer:
     ) -> pb.EmbedStreamResponse:
         """One item's response: its embedding, or the error that stopped it."""
         try:
-            item = item_from_pb(request.item, _ENGINE_FIELD)
+            item = item_from_pb(request.item, f"{_ENGINE_FIELD}[0]")
             result = await self.engine.embed(
-                [item], model=model_arg(request.model), timeout_s=time_left(), protocol=self.protocol
+                [item], model=model_arg(request.model), timeout_s=time_left(), protocol=self.protocol,
+                field=_ENGINE_FIELD,
             )
         except ClipServeError as error:
             code = status_of(error).value[0]
-            message = f"item {request.id!r}: {error.message.removeprefix(_ENGINE_FIELD + ': ')}"
+            message = f"item {request.id!r}: {error.message.removeprefix(_ENGINE_FIELD + '[0]: ')}"
             return pb.EmbedStreamResponse(id=request.id, error=pb.ItemError(code=code, message=message))
         except Exception:
             log.exception("EmbedStream item %r failed", request.id)

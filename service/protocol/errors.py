@@ -31,6 +31,11 @@ HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.INTERNAL: 500,
 }
 
+# Retry-After (REST header, gRPC trailer ``retry-after``) when an error gives none: every overload and
+# unavailability says when to come back (a draining replica: long enough for the load balancer to
+# take it out).
+DEFAULT_RETRY_AFTER_S: dict[ErrorKind, float] = {ErrorKind.OVERLOADED: 1.0, ErrorKind.UNAVAILABLE: 5.0}
+
 GRPC_STATUS: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorKind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -21,12 +21,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from service.errors import ClipServeError
-from service.protocol.errors import HTTP_STATUS, ErrorKind
+from service.protocol.errors import DEFAULT_RETRY_AFTER_S, HTTP_STATUS, ErrorKind
 
 log = logging.getLogger(__name__)
-# Retry-After when the error gave none: every 429 and 503 says when to come back (a draining replica:
-# long enough for the load balancer to take it out).
-RETRY_AFTER_S: dict[ErrorKind, float] = {ErrorKind.OVERLOADED: 1.0, ErrorKind.UNAVAILABLE: 5.0}
 
 _TYPE_BY_STATUS: dict[int, str] = {status: kind.value for kind, status in HTTP_STATUS.items()}
 _TYPE_BY_STATUS |= {400: ErrorKind.INVALID.value, 401: "unauthenticated", 405: "method_not_allowed"}
@@ -74,7 +71,7 @@ def validation_message(errors: Sequence[Any]) -> tuple[int, str]:
 async def _clipserve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ClipServeError)
     headers = None
-    retry_after_s = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER_S.get(exc.kind)
+    retry_after_s = exc.retry_after_s if exc.retry_after_s is not None else DEFAULT_RETRY_AFTER_S.get(exc.kind)
     if retry_after_s is not None:
         headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
     return error_response(exc.http_status, exc.message, exc.kind.value, headers)

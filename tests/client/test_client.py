@@ -85,7 +85,8 @@ def test_bad_input_raises_with_the_servers_kind_and_is_not_retried(url: str, cap
             client.embed_images([b"not an image at all"])
         with pytest.raises(RequestFailed) as unknown:
             client.embed_texts(["x"], model="no-such-model")
-    assert raised.value.kind == ErrorKind.INVALID and "inputs[0]" in raised.value.message
+    field = "items[0]" if url.startswith("grpc") else "inputs[0]"  # each protocol names its own field
+    assert raised.value.kind == ErrorKind.INVALID and field in raised.value.message
     assert raised.value.status in (422, "INVALID_ARGUMENT")
     assert unknown.value.kind == ErrorKind.NOT_FOUND and "no-such-model" in unknown.value.message
     assert "retrying" not in caplog.text

@@ -22,8 +22,8 @@ IMAGE = encoded_image(0)
 CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
     ("no items", "Embed", pb.EmbedRequest(), INVALID, "empty"),
     ("item with neither field", "Embed", pb.EmbedRequest(items=[TEXT, pb.Item()]), INVALID, "items[1]"),
-    ("not an image", "Embed", pb.EmbedRequest(items=[pb.Item(image=b"GIF89a nonsense")]), INVALID, "inputs[0]"),
-    ("truncated image", "Embed", pb.EmbedRequest(items=[pb.Item(image=IMAGE[:60])]), INVALID, "inputs[0]"),
+    ("not an image", "Embed", pb.EmbedRequest(items=[pb.Item(image=b"GIF89a nonsense")]), INVALID, "items[0]"),
+    ("truncated image", "Embed", pb.EmbedRequest(items=[pb.Item(image=IMAGE[:60])]), INVALID, "items[0]"),
     ("text too long", "Embed", pb.EmbedRequest(items=[pb.Item(text="x" * 2001)]), INVALID, "max_text_chars"),
     ("too many items", "Embed", pb.EmbedRequest(items=[TEXT] * 9), INVALID, "max_items_per_request"),
     ("unknown model", "Embed", pb.EmbedRequest(items=[TEXT], model="nope"), NOT_FOUND, "nope"),
