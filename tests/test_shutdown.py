@@ -89,14 +89,16 @@ def test_grpc_alone_with_rest_off_serves_and_drains_on_sigterm(tmp_path: Path) -
         while health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == 1:
             time.sleep(0.02)
         pending_when_unready = sum(not c.done() for c in calls)
+        late_trailers: dict[str, str] = {}
         try:
             stub.Embed(pb.EmbedRequest(items=[pb.Item(text="late")]), timeout=30)
             late = grpc.StatusCode.OK
         except grpc.RpcError as exc:
             late = exc.code()
+            late_trailers = dict(exc.trailing_metadata() or ())
         answers = [c.result() for c in calls]
         assert pending_when_unready > 0, "readiness turned false only after the calls finished"
-        assert late in (grpc.StatusCode.UNAVAILABLE,)
+        assert late == grpc.StatusCode.UNAVAILABLE and float(late_trailers["retry-after"]) > 0
         assert [len(a.embeddings.data) for a in answers] == [32 * 4] * IN_FLIGHT
         assert server.proc.wait(timeout=120) == 0, server.log.read_text()
         logs = [json.loads(line) for line in server.log.read_text().splitlines() if line.strip()]
