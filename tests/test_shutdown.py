@@ -46,6 +46,7 @@ def test_sigterm_unready_first_then_in_flight_requests_finish_and_exit_0(tmp_pat
         assert ready.status_code == 503 and ready.json() == {"status": "draining"}
         assert pending_when_unready > 0, "readiness turned false only after the requests finished"
         assert late.status_code == 503 and late.json()["error"]["type"] == "unavailable"
+        assert int(late.headers["retry-after"]) >= 1
         assert [r.status_code for r in responses] == [200] * IN_FLIGHT, [r.text for r in responses]
         assert all(len(r.json()["data"][0]["embedding"]) == 32 for r in responses)
         assert server.proc.wait(timeout=120) == 0, server.log.read_text()
