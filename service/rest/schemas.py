@@ -1,19 +1,62 @@
 """Request and response bodies of the REST API (pydantic), with the examples shown in OpenAPI.
 
 Images travel as base64 strings (standard alphabet; whitespace and a ``data:...;base64,`` prefix are
-accepted). Size and count limits are checked once, in the engine, not here.
+accepted). The OpenAPI document says what the server accepts: a request it admits is refused only for
+what no schema can say (an image that does not decode, an unknown model, capacity).
+
+- A body of alternative shapes (an input is a text or an image; classify takes labels or a label set;
+  similarity ``left``/``right`` or ``images``/``texts``) validates as one model, whose checks give the
+  messages, and is documented as ``oneOf`` its shapes (``_Shaped``).
+- What the engine checks, once and with its own messages (non-empty lists, ``top_k`` >= 1, a template's
+  ``{}``, the size limits), is in the schema only (``json_schema_extra``); limits set by settings show
+  their defaults here and the configured values in the app's document (``document_limits``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from service.clip.labelsets import label_set_names
+from service.config import Settings
 
 # A 1x1 red PNG: a valid image for the examples.
 EXAMPLE_IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+# In a schema: which keywords hold the value of which setting ({"maxItems": "max_items_per_request"}).
+LIMITS_KEY = "x-clipserve-limits"
+
+
+def bounds(**settings: str) -> dict[str, Any]:
+    """Schema keywords set by settings (``maxItems="max_items_per_request"``): defaults, and where from."""
+    values = {keyword: Settings.model_fields[name].default for keyword, name in settings.items()}
+    return {**values, LIMITS_KEY: dict(settings)}
+
+
+def document_limits(schema: Any, settings: Settings) -> Any:
+    """Write ``settings``' values into every keyword ``bounds`` marked in ``schema`` (in place); return it."""
+    if isinstance(schema, dict):
+        for keyword, name in schema.get(LIMITS_KEY, {}).items():
+            schema[keyword] = getattr(settings, name)
+        for value in schema.values():
+            document_limits(value, settings)
+    elif isinstance(schema, list):
+        for value in schema:
+            document_limits(value, settings)
+    return schema
 
 
 def decode_base64(value: Any) -> bytes:
@@ -28,19 +71,77 @@ def decode_base64(value: Any) -> bytes:
         raise ValueError(f"invalid base64: {exc}") from None
 
 
+def json_integer(value: Any) -> int:
+    """An integer as JSON Schema has it: a number without a fractional part (``2.0`` too), not a string."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError("Input should be a valid integer")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(json_integer)]
 Base64Image = Annotated[
     bytes,
     BeforeValidator(decode_base64),
-    WithJsonSchema({"type": "string", "format": "byte", "description": "An encoded image (JPEG, PNG...), base64."}),
+    WithJsonSchema({
+        "type": "string", "format": "byte", "contentEncoding": "base64", "contentMediaType": "image/*",
+        "minLength": 1, "description": "An encoded image (JPEG, PNG...), base64. Whether it decodes is checked "
+        "when it is read: 422 (invalid_argument) when it does not, 413 past max_image_bytes or max_image_pixels.",
+    }),
 ]
+# Texts, labels and templates: at most max_text_chars characters; a label has a character that is not
+# whitespace as str.strip() has it (ECMA's \S differs), a template a '{}' for the label (the engine's checks).
+NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+Text = Annotated[str, Field(json_schema_extra=bounds(maxLength="max_text_chars"))]
+Label = Annotated[str, Field(json_schema_extra={"pattern": NOT_BLANK, **bounds(maxLength="max_text_chars")})]
+Template = Annotated[str, Field(json_schema_extra={"pattern": r"\{\}", **bounds(maxLength="max_text_chars")})]
+# Every list of items has 1 to max_items_per_request items (labels and templates: max_labels).
+ITEMS = {"minItems": 1, **bounds(maxItems="max_items_per_request")}
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class InputItem(_Body):
+class _Shaped(_Body):
+    """A body validated as this model and documented as exactly one of ``shapes`` (``oneOf``).
+
+    The model's checks give the error messages; the shapes, which nothing validates with, say the
+    same in JSON Schema. The model's title, description and examples stay on the documented schema.
+    """
+
+    shapes: ClassVar[tuple[type[BaseModel], ...]] = ()
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """This model's schema with its properties replaced by ``oneOf`` the shapes."""
+        schema = handler(core_schema)
+        own = handler.resolve_ref_schema(schema)
+        for keyword in ("properties", "required", "type", "additionalProperties"):
+            own.pop(keyword, None)
+        own["oneOf"] = [handler(shape.__pydantic_core_schema__) for shape in cls.shapes]
+        return schema
+
+
+class TextInput(_Body):
+    """An input that is a text."""
+
+    text: Text = Field(description="A text to embed.")
+    image: None = Field(None, description="Absent or null.")
+
+
+class ImageInput(_Body):
+    """An input that is an image."""
+
+    image: Base64Image = Field(description="A base64-encoded image to embed.")
+    text: None = Field(None, description="Absent or null.")
+
+
+class InputItem(_Shaped):
     """One input: exactly one of ``text`` or ``image``."""
+
+    shapes = (TextInput, ImageInput)
 
     text: str | None = Field(None, description="A text to embed.")
     image: Base64Image | None = Field(None, description="A base64-encoded image to embed.")
@@ -62,7 +163,7 @@ class EmbedRequest(_Body):
     )
 
     model: str | None = Field(None, description="Model id (GET /models); the server's default when omitted.")
-    inputs: list[InputItem] = Field(description="Items to embed; results keep this order.")
+    inputs: list[InputItem] = Field(description="Items to embed; results keep this order.", json_schema_extra=ITEMS)
     encoding: Literal["float", "base64"] = Field(
         "float", description="'float': lists of numbers; 'base64': little-endian float32 bytes, base64."
     )
@@ -91,7 +192,40 @@ class EmbedResponse(BaseModel):
     data: list[Embedding]
 
 
-class ClassifyRequest(_Body):
+class _ClassifyCommon(_Body):
+    model: str | None = Field(None, description="Model id; the server's default when omitted.")
+    images: list[Base64Image] = Field(
+        description="base64-encoded images; one result per image, in order.", json_schema_extra=ITEMS
+    )
+    templates: Annotated[list[Template], Field(json_schema_extra=bounds(maxItems="max_labels"))] | None = Field(
+        None, description="Prompt templates with '{}' for the label; the embeddings of all templates are averaged. "
+        "Labels x templates are at most max_prompts prompts of max_prompt_chars characters in all (else 413).",
+    )
+    top_k: JsonInt = Field(
+        5, description="Labels returned per image (at most the number of labels).", json_schema_extra={"minimum": 1}
+    )
+    return_logits: StrictBool = Field(
+        False, description="Scores as logits (logit_scale x cosine) instead of probabilities."
+    )
+
+
+class ClassifyWithLabels(_ClassifyCommon):
+    """Classify against the given labels."""
+
+    labels: list[Label] = Field(
+        description="Class names.", json_schema_extra={"minItems": 1, **bounds(maxItems="max_labels")}
+    )
+    label_set: Literal[""] | None = Field(None, description="Absent, null or empty.")
+
+
+class ClassifyWithLabelSet(_ClassifyCommon):
+    """Classify against a built-in label set (its classes, and its templates unless given)."""
+
+    label_set: str = Field(description="A built-in label set.", json_schema_extra={"enum": [*label_set_names()]})
+    labels: Annotated[list[str], Field(max_length=0)] | None = Field(None, description="Absent, null or empty.")
+
+
+class ClassifyRequest(_Shaped, _ClassifyCommon):
     """Images to label zero-shot, against given labels or a built-in label set."""
 
     model_config = ConfigDict(
@@ -102,16 +236,10 @@ class ClassifyRequest(_Body):
             ]
         }
     )
+    shapes = (ClassifyWithLabels, ClassifyWithLabelSet)
 
-    model: str | None = Field(None, description="Model id; the server's default when omitted.")
-    images: list[Base64Image] = Field(description="base64-encoded images; one result per image, in order.")
-    labels: list[str] | None = Field(None, description="Class names (or give label_set).")
-    templates: list[str] | None = Field(
-        None, description="Prompt templates with '{}' for the label; the embeddings of all templates are averaged."
-    )
-    label_set: str | None = Field(None, description="A built-in label set: imagenet, cifar10, cifar100.")
-    top_k: int = Field(5, description="Labels returned per image (at most the number of labels).")
-    return_logits: bool = Field(False, description="Scores as logits (logit_scale x cosine) instead of probabilities.")
+    labels: list[str] | None = None
+    label_set: str | None = None
 
 
 class LabelScore(BaseModel):
@@ -142,7 +270,32 @@ class ClassifyResponse(BaseModel):
     results: list[ClassifyResult]
 
 
-class SimilarityRequest(_Body):
+class SimilarityPairs(_Body):
+    """The general form: rows ``left`` x columns ``right``, each texts and/or images."""
+
+    model: str | None = Field(None, description="Model id; the server's default when omitted.")
+    left: list[InputItem] = Field(description="Rows of the matrices.", json_schema_extra=ITEMS)
+    right: list[InputItem] = Field(description="Columns of the matrices.", json_schema_extra=ITEMS)
+    images: None = Field(None, description="Absent or null.")
+    texts: None = Field(None, description="Absent or null.")
+
+
+class SimilarityLists(_Body):
+    """The simple form: ``images`` x ``texts``, or one of them with itself; at least one of them."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["images"], "properties": {"images": {"type": "array"}}},
+        {"required": ["texts"], "properties": {"texts": {"type": "array"}}},
+    ]})
+
+    model: str | None = Field(None, description="Model id; the server's default when omitted.")
+    images: Annotated[list[Base64Image], Field(json_schema_extra=ITEMS)] | None = Field(None, description="The rows.")
+    texts: Annotated[list[Text], Field(json_schema_extra=ITEMS)] | None = Field(None, description="The columns.")
+    left: None = Field(None, description="Absent or null.")
+    right: None = Field(None, description="Absent or null.")
+
+
+class SimilarityRequest(_Shaped):
     """Two lists of items to compare: ``left`` x ``right``, or the simple form ``images`` x ``texts``.
 
     Simple form: with both ``images`` and ``texts``, rows are images and columns texts (CLIP's
@@ -157,6 +310,7 @@ class SimilarityRequest(_Body):
             ]
         }
     )
+    shapes = (SimilarityPairs, SimilarityLists)
 
     model: str | None = Field(None, description="Model id; the server's default when omitted.")
     left: list[InputItem] | None = Field(None, description="Rows of the matrices (texts and/or images).")
@@ -212,6 +366,18 @@ class ModelsResponse(BaseModel):
     """The served models; the first is the default."""
 
     data: list[ModelCard]
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Readiness: ``ready`` (200), else ``not ready`` or ``draining`` (503)."""
+
+    status: Literal["ready", "not ready", "draining"]
 
 
 class ErrorDetail(BaseModel):

@@ -7,16 +7,22 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from pydantic import WithJsonSchema
 
 from service.engine import EmbedResult, ImageItem, Item, TextItem
 from service.rest.deps import EngineDep, require_api_key
 from service.rest.disconnect import unless_disconnected
-from service.rest.schemas import Embedding, EmbedRequest, EmbedResponse, ErrorResponse
+from service.rest.routes.openapi import ENGINE_ERRORS, configured_limits, error_responses
+from service.rest.schemas import ITEMS, Embedding, EmbedRequest, EmbedResponse
 
-router = APIRouter(tags=["embeddings"], dependencies=[Depends(require_api_key)])
-ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 503, 504)
-}
+# configured_limits: this router, which every app includes, puts the app's limits in its OpenAPI document.
+router = APIRouter(tags=["embeddings"], dependencies=[Depends(require_api_key)], lifespan=configured_limits)
+ERRORS = error_responses(*ENGINE_ERRORS)
+# A file part: bytes, not empty; whether they are an image is checked when read (422 when not).
+IMAGE_FILE = {"type": "string", "format": "binary", "contentMediaType": "image/*", "minLength": 1}
+# A form field is text, never null; empty, it is omitted (FastAPI): the default.
+FORM_TEXT = WithJsonSchema({"type": "string"})
+FORM_ENCODING = WithJsonSchema({"type": "string", "enum": ["float", "base64", ""]})
 
 
 def embed_response(result: EmbedResult, encoding: str) -> EmbedResponse:
@@ -45,9 +51,14 @@ async def embed(body: EmbedRequest, engine: EngineDep, request: Request) -> Embe
 async def embed_upload(
     engine: EngineDep,
     request: Request,
-    files: Annotated[list[UploadFile], File(description="Image files (multipart/form-data), one embedding each.")],
-    model: Annotated[str | None, Form(description="Model id; the default when omitted.")] = None,
-    encoding: Annotated[Literal["float", "base64"], Form(description="'float' or 'base64'.")] = "float",
+    files: Annotated[
+        list[UploadFile], File(description="Image files (multipart/form-data), one embedding each.",
+                               json_schema_extra={**ITEMS, "items": IMAGE_FILE}),
+    ],
+    model: Annotated[str | None, Form(description="Model id; the default when omitted or empty."), FORM_TEXT] = None,
+    encoding: Annotated[
+        Literal["float", "base64"], Form(description="'float' (also when empty) or 'base64'."), FORM_ENCODING
+    ] = "float",
 ) -> EmbedResponse:
     """Embed image files sent as ``multipart/form-data`` (field ``files``, repeated); results in file order."""
     items: list[Item] = [ImageItem(await f.read()) for f in files]

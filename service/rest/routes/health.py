@@ -7,17 +7,24 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.rest.deps import EngineDep
+from service.rest.schemas import Health, Readiness
 
 router = APIRouter(tags=["operations"])
+PROMETHEUS_TEXT = {"text/plain": {"schema": {"type": "string"}}}
 
 
 @router.get("/healthz", summary="Liveness")
-async def healthz() -> dict[str, str]:
+async def healthz() -> Health:
     """200 while the process serves HTTP at all."""
-    return {"status": "ok"}
+    return Health(status="ok")
 
 
-@router.get("/readyz", summary="Readiness", responses={503: {"description": "Loading, or draining for shutdown."}})
+@router.get(
+    "/readyz", summary="Readiness", responses={
+        200: {"model": Readiness, "description": "Every model is loaded, warm and its workers answer."},
+        503: {"model": Readiness, "description": "Not ready yet, or draining for shutdown."},
+    },
+)
 async def readyz(engine: EngineDep) -> JSONResponse:
     """200 when every model is loaded, warm and its workers answer; 503 while draining."""
     if engine.ready:
@@ -25,7 +32,10 @@ async def readyz(engine: EngineDep) -> JSONResponse:
     return JSONResponse({"status": "draining" if engine.draining else "not ready"}, status_code=503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics", summary="Prometheus metrics", response_class=Response,
+    responses={200: {"description": "The Prometheus text format.", "content": PROMETHEUS_TEXT}},
+)
 async def metrics(request: Request) -> Response:
     """Every ``clipserve_*`` metric in the Prometheus text format."""
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from service.rest.deps import EngineDep, require_api_key
+from service.rest.routes.openapi import error_responses
 from service.rest.schemas import ModelCard, ModelsResponse
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
 
 
-@router.get("/models", response_model=ModelsResponse, summary="Served models")
+# 422 only to keep FastAPI from documenting its own validation error body: nothing here can be invalid.
+@router.get("/models", response_model=ModelsResponse, responses=error_responses(401, 422), summary="Served models")
 async def models(engine: EngineDep) -> ModelsResponse:
     """Id, dimension, image size, backend, precision, providers and fingerprint of each model."""
     cards = [
