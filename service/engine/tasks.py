@@ -27,7 +27,8 @@ async def gather_or_cancel(*aws: Awaitable[Any]) -> list[Any]:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+    errors = [task.exception() for task in tasks if not task.cancelled()]  # retrieves every one
+    first = next((error for error in errors if error is not None), None)
+    if first is not None:
+        raise first
     return [task.result() for task in tasks]

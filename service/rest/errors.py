@@ -26,7 +26,9 @@ from service.protocol.errors import DEFAULT_RETRY_AFTER_S, HTTP_STATUS, ErrorKin
 log = logging.getLogger(__name__)
 
 _TYPE_BY_STATUS: dict[int, str] = {status: kind.value for kind, status in HTTP_STATUS.items()}
-_TYPE_BY_STATUS |= {400: ErrorKind.INVALID.value, 401: "unauthenticated", 405: "method_not_allowed"}
+_TYPE_BY_STATUS |= {
+    400: ErrorKind.INVALID.value, 401: "unauthenticated", 405: "method_not_allowed", 408: ErrorKind.TIMEOUT.value,
+}
 
 
 def error_response(
