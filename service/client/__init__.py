@@ -18,7 +18,7 @@ from service.client.base import ClientOptions
 from service.client.errors import RequestFailed
 from service.client.retry import NO_RETRY, RetryPolicy
 from service.client.sync import ClipClient
-from service.client.types import Input, Label, Similarity
+from service.client.types import Input, LabelScore, Similarity
 
 __all__ = [
     "NO_RETRY",
@@ -26,7 +26,7 @@ __all__ = [
     "ClientOptions",
     "ClipClient",
     "Input",
-    "Label",
+    "LabelScore",
     "RequestFailed",
     "RetryPolicy",
     "Similarity",

@@ -14,7 +14,7 @@ from service.client.base import ClientOptions, classify_spec, concat, texts_list
 from service.client.chunks import ImageSource, chunk_slices, load_images, map_chunks, progress_bar, want_progress
 from service.client.connect import DEFAULT_URL, Endpoint, aconnect
 from service.client.retry import acall_with_retry
-from service.client.types import AsyncTransport, Input, Label, Similarity
+from service.client.types import AsyncTransport, Input, LabelScore, Similarity
 from service.protocol.model_info import ModelInfo
 
 R = TypeVar("R")
@@ -78,12 +78,12 @@ class AsyncClipClient:
         self, images: Sequence[ImageSource], labels: Sequence[str] | None = None, *, label_set: str | None = None,
         templates: Sequence[str] | None = None, top_k: int = 5, logits: bool = False, model: str | None = None,
         progress: bool | None = None,
-    ) -> list[list[Label]]:
+    ) -> list[list[LabelScore]]:
         """Zero-shot labels per image (best first), against ``labels`` or a named ``label_set``."""
         spec = classify_spec(labels, label_set, templates, top_k, logits)
         t = self.options.timeout_s
 
-        async def chunk(s: slice) -> list[list[Label]]:
+        async def chunk(s: slice) -> list[list[LabelScore]]:
             return await self.transport.classify(await load_images(images[s]), spec, model, t)
 
         return [ranked for part in await self._map(len(images), chunk, progress, "classify") for ranked in part]

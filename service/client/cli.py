@@ -22,7 +22,7 @@ from service.client.connect import DEFAULT_URL
 from service.client.errors import RequestFailed
 from service.client.output import FORMATS, write_embeddings
 from service.client.sync import ClipClient
-from service.client.types import Label
+from service.client.types import LabelScore
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
@@ -111,7 +111,7 @@ def _embed(args: argparse.Namespace, client: ClipClient) -> int:
     return 0
 
 
-def format_table(names: Sequence[str], ranked: Sequence[Sequence[Label]]) -> str:
+def format_table(names: Sequence[str], ranked: Sequence[Sequence[LabelScore]]) -> str:
     """One row per image: its name, then each label with its score, best first, in aligned columns."""
     k = max((len(r) for r in ranked), default=0)
     header = ["image", *(f"#{i + 1}" for i in range(k))]

@@ -17,7 +17,7 @@ import numpy as np
 
 from service.client.blocking import BlockingTransport
 from service.client.errors import RequestFailed
-from service.client.types import ClassifySpec, Input, Label, Similarity
+from service.client.types import ClassifySpec, Input, LabelScore, Similarity
 from service.protocol.errors import ErrorKind
 from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
 from service.protocol.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
@@ -73,8 +73,8 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
     )
 
 
-def _labels(response: pb.ClassifyResponse) -> list[list[Label]]:
-    return [[Label(s.label, s.score) for s in ranked.labels] for ranked in response.results]
+def _labels(response: pb.ClassifyResponse) -> list[list[LabelScore]]:
+    return [[LabelScore(s.label, s.score) for s in ranked.labels] for ranked in response.results]
 
 
 def _similarity(r: pb.SimilarityResponse) -> Similarity:
@@ -158,7 +158,7 @@ class AsyncGrpcTransport:
 
     async def classify(
         self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
-    ) -> list[list[Label]]:
+    ) -> list[list[LabelScore]]:
         """Classify images in one call."""
         return await self._run(classify_op(images, spec, model), timeout_s)  # type: ignore[no-any-return]
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from service.client.blocking import BlockingTransport
 from service.client.errors import RequestFailed
-from service.client.types import ClassifySpec, Input, Label, Similarity
+from service.client.types import ClassifySpec, Input, LabelScore, Similarity
 from service.protocol.errors import HTTP_STATUS, ErrorKind
 from service.protocol.headers import API_KEY_HEADER
 from service.protocol.model_info import ModelInfo
@@ -99,9 +99,9 @@ def classify_call(images: Sequence[bytes], spec: ClassifySpec, model: str | None
     return "POST", "classify", body
 
 
-def parse_classify(body: dict[str, Any]) -> list[list[Label]]:
+def parse_classify(body: dict[str, Any]) -> list[list[LabelScore]]:
     """Ranked labels per image."""
-    return [[Label(s["label"], float(s["score"])) for s in r["labels"]] for r in body["results"]]
+    return [[LabelScore(s["label"], float(s["score"])) for s in r["labels"]] for r in body["results"]]
 
 
 def similarity_call(left: Sequence[Input], right: Sequence[Input], model: str | None) -> Call:
@@ -159,7 +159,7 @@ class AsyncRestTransport:
 
     async def classify(
         self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
-    ) -> list[list[Label]]:
+    ) -> list[list[LabelScore]]:
         """Classify images in one call."""
         return parse_classify(await self._run(classify_call(images, spec, model), timeout_s))
 

@@ -18,7 +18,7 @@ from service.client.blocking import BlockingTransport, ThreadedTransport
 from service.client.chunks import ImageSource
 from service.client.connect import DEFAULT_URL, Endpoint
 from service.client.loop import LoopThread, closer
-from service.client.types import Input, Label, Similarity, Transport
+from service.client.types import Input, LabelScore, Similarity, Transport
 from service.protocol.model_info import ModelInfo
 
 
@@ -85,7 +85,7 @@ class ClipClient:
         self, images: Sequence[ImageSource], labels: Sequence[str] | None = None, *, label_set: str | None = None,
         templates: Sequence[str] | None = None, top_k: int = 5, logits: bool = False, model: str | None = None,
         progress: bool | None = None,
-    ) -> list[list[Label]]:
+    ) -> list[list[LabelScore]]:
         """Zero-shot labels per image (best first), against ``labels`` or a named ``label_set``."""
         return self._loop.run(self._client.classify(
             images, labels, label_set=label_set, templates=templates, top_k=top_k, logits=logits, model=model,

@@ -18,7 +18,7 @@ Input = str | bytes  # a text, or an encoded image (JPEG, PNG, ...)
 
 
 @dataclass(frozen=True)
-class Label:
+class LabelScore:
     """One label and its score (softmax probability, or logit on request)."""
 
     label: str
@@ -54,7 +54,7 @@ class Transport(Protocol):
 
     def classify(
         self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
-    ) -> list[list[Label]]:
+    ) -> list[list[LabelScore]]:
         """Ranked labels per image."""
         ...
 
@@ -82,7 +82,7 @@ class AsyncTransport(Protocol):
 
     async def classify(
         self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
-    ) -> list[list[Label]]:
+    ) -> list[list[LabelScore]]:
         """Ranked labels per image."""
         ...
 

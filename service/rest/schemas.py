@@ -249,8 +249,8 @@ class LabelScore(BaseModel):
     score: float
 
 
-class ClassifyResult(BaseModel):
-    """The best labels of one image, best first."""
+class Classification(BaseModel):
+    """The best labels of one image, best first (gRPC: ``Classification``)."""
 
     labels: list[LabelScore]
 
@@ -267,7 +267,7 @@ class ClassifyResponse(BaseModel):
     )
 
     model: str
-    results: list[ClassifyResult]
+    results: list[Classification]
 
 
 class SimilarityPairs(_Body):

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from service.rest.deps import EngineDep, require_api_key
 from service.rest.disconnect import unless_disconnected
 from service.rest.routes.embed import ERRORS
-from service.rest.schemas import ClassifyRequest, ClassifyResponse, ClassifyResult, LabelScore
+from service.rest.schemas import Classification, ClassifyRequest, ClassifyResponse, LabelScore
 
 router = APIRouter(tags=["zero-shot"], dependencies=[Depends(require_api_key)])
 
@@ -24,7 +24,7 @@ async def classify(body: ClassifyRequest, engine: EngineDep, request: Request) -
     return ClassifyResponse(
         model=result.model,
         results=[
-            ClassifyResult(labels=[LabelScore(label=s.label, score=s.score) for s in ranked])
+            Classification(labels=[LabelScore(label=s.label, score=s.score) for s in ranked])
             for ranked in result.results
         ],
     )
