@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         60.0, gt=0, description="Longest time to receive a request body (REST); past it: 408."
     )
+    header_timeout_s: float = Field(
+        10.0, gt=0,
+        description="Longest time to receive a request's headers (REST); past it: 408 and the connection closes.",
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="Per-request deadline; past it: 504.")
     preprocess_threads: int = Field(
         default_factory=lambda: min(4, os.cpu_count() or 1), ge=1,
