@@ -68,7 +68,8 @@ def test_cpu_falls_idle_within_seconds_after_clients_vanish(tmp_path: Path) -> N
         assert shares[-1] <= 0.1, f"CPU after the clients left, per second: {[f'{s:.0%}' for s in shares]}"
         assert server.proc.poll() is None  # and it is still serving
         log = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
-        cancelled = [e for e in log if e.get("logger") == "clipserve.access" and e.get("status") == 499]
-        assert len(cancelled) == CLIENTS
+        statuses = [e["status"] for e in log if e.get("logger") == "clipserve.access" and e.get("route") == "embed"]
+        assert len(statuses) == CLIENTS and set(statuses) <= {200, 499}, statuses  # each answered or cancelled
+        assert statuses.count(499) >= CLIENTS // 2, statuses  # most were still waiting when their clients left
     finally:
         server.stop()

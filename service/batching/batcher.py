@@ -37,6 +37,7 @@ import numpy as np
 
 from service.batching.queue import ItemQueue, LoadEstimate
 from service.batching.request import QueuedItem, Request, check_rows, client_error, request_ids
+from service.config import Settings
 from service.errors import DeadlineExceeded, Unavailable
 from service.logs import REQUEST
 from service.metrics import Metrics
@@ -62,14 +63,20 @@ def ids_of(items: Sequence[QueuedItem]) -> tuple[str, dict[str, Any]]:
     return ",".join(ids), extra
 
 
+_DEFAULTS = Settings.model_fields
+
+
 @dataclass(frozen=True)
 class BatcherConfig:
-    """Batcher knobs (Triton's names): batch size, queue delay, queue size (in items); adaptive closing."""
+    """Batcher knobs (Triton's names): batch size, queue delay, queue size (in items); adaptive closing.
 
-    max_batch_size: int = 32
-    max_delay_ms: float = 5.0
-    queue_size: int = 1024
-    adaptive: bool = True
+    The defaults are the settings' (``service.config.Settings``): one default per knob.
+    """
+
+    max_batch_size: int = _DEFAULTS["max_batch_size"].default
+    max_delay_ms: float = _DEFAULTS["max_delay_ms"].default
+    queue_size: int = _DEFAULTS["queue_size"].default
+    adaptive: bool = _DEFAULTS["adaptive_batching"].default
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.queue_size < 1 or self.max_delay_ms < 0:

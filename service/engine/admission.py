@@ -17,7 +17,6 @@ inverse of latency, an underestimate that only matters if the next burst is huge
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Iterator
@@ -35,11 +34,6 @@ FLOOR_BATCHES = 2
 HALF_LIFE_S = 10.0
 MIN_BUSY_S = 0.5  # busy time needed before the measured rate is trusted
 MAX_RETRY_AFTER_S = 30.0
-# The event loop itself is a stage: past this lag (smoothed) requests wait unseen in the kernel's
-# accept queue, so the front ends shed before reading bodies. Measured on 2 cores: one-image
-# requests at 4x capacity put the loop, not the model, behind, and without this no request was refused.
-LOOP_LAG_LIMIT_S = 0.2
-LOOP_PROBE_S = 0.05
 
 
 @dataclass
@@ -73,16 +67,6 @@ class Admission:
         self._metrics = metrics
         self._rates: dict[tuple[str, str], DrainRate] = {}
         self.total = 0
-        self.loop_lag_s = 0.0  # smoothed lateness of the event loop (watch_loop)
-
-    async def watch_loop(self) -> None:
-        """Measure the event loop's lateness every ``LOOP_PROBE_S`` (runs until cancelled)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            begin = loop.time()
-            await asyncio.sleep(LOOP_PROBE_S)
-            late = max(0.0, loop.time() - begin - LOOP_PROBE_S)
-            self.loop_lag_s = 0.7 * self.loop_lag_s + 0.3 * late
 
     def bound(self, model: str, modality: str) -> int:
         """How many items of ``modality`` may be in flight for ``model`` now."""
@@ -95,13 +79,13 @@ class Admission:
     def saturated(self) -> bool:
         """True when a new request is refused before its body is read.
 
-        That is when the total bound is reached, when the event loop is late by more than
-        ``LOOP_LAG_LIMIT_S``, or when every model and modality with work in flight is at its bound:
+        That is when the total bound is reached, or when every model and modality with work in flight
+        is at its bound:
         the server's compute is taken, and parsing bodies only to refuse them would take the event
         loop too (measured: at 4x capacity of one-image requests, the loop fell behind and
         connections piled up to uvicorn's limit).
         """
-        if self.total >= self._settings.max_items_in_flight or self.loop_lag_s > LOOP_LAG_LIMIT_S:
+        if self.total >= self._settings.max_items_in_flight:
             return True
         active = [(key, state) for key, state in self._rates.items() if state.in_flight > 0]
         return bool(active) and all(state.in_flight >= self.bound(*key) for key, state in active)

@@ -61,7 +61,6 @@ class Engine:
         self._pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="clipserve-preprocess")
         self.class_embeddings = ClassEmbeddings(settings, metrics)
         self.admission = Admission(settings, metrics)
-        self._loop_watch: asyncio.Task[None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -78,7 +77,6 @@ class Engine:
             self._served.append(served)
             self._models[name] = self._models[served.name] = served
         self._state = "ready"
-        self._loop_watch = asyncio.create_task(self.admission.watch_loop())
         self.metrics.ready.set(1)
         log.info("ready: serving %s", ", ".join(s.name for s in self._served))
 
@@ -153,8 +151,7 @@ class Engine:
         left = max(0.0, deadline - time.monotonic())
         await asyncio.gather(*(served.stop(left) for served in self._served))
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._loop_watch is not None:
-            self._loop_watch.cancel()
+
         self._state = "stopped"
         log.info("engine stopped")
 

@@ -6,8 +6,8 @@ time, so a request that would be refused anyway is refused before its body is re
 - when ``max_requests_in_flight`` requests are already in progress (TEI's semaphore: a connection
   costs memory and a file descriptor while it waits, so they are bounded before uvicorn's own
   ``limit_concurrency``, whose 503 has no Retry-After, is reached);
-- when the engine's admission is saturated (``max_items_in_flight`` reached, the event loop late,
-  or every model and modality with work in flight at its bound), at once;
+- when the engine's admission is saturated (``max_items_in_flight`` reached, or every model and
+  modality with work in flight at its bound), at once;
 - when the bodies being read or held by requests in progress, plus this one's ``Content-Length``,
   would pass ``max_body_bytes_in_flight`` (a body without a length is counted as it streams in);
 - when more than ``ACCEPT_QUEUE_LIMIT`` connections wait in the listening sockets' accept queue
@@ -66,7 +66,7 @@ class AdmissionMiddleware:
             return
         engine = getattr(state, "engine", None)
         if engine is not None and engine.admission.saturated():
-            message = "over capacity: the server is saturated (admission bounds or event loop); retry later"
+            message = "over capacity: the server is saturated (admission bounds); retry later"
             await self._refuse(scope, receive, send, "saturated", message)
             return
         declared = Headers(scope=scope).get("content-length", "")
