@@ -178,6 +178,11 @@ class Batcher(Generic[P]):
         """Items waiting now (queued, not yet taken into a batch)."""
         return len(self._queue)
 
+    @property
+    def in_flight(self) -> int:
+        """Items of the requests not answered yet (queued, formed or computing)."""
+        return self._in_flight
+
     async def stop(self, drain_timeout_s: float = 0.0) -> None:
         """Refuse new items, finish queued ones (up to ``drain_timeout_s``), then stop the workers.
 

@@ -120,8 +120,10 @@ async def test_shared_computation_is_cancelled_when_every_waiter_leaves(model_di
         labels = [f"class {i}" for i in range(40)]
         clients = [asyncio.create_task(engine.classify([photo(i)], labels=labels)) for i in range(2)]
         served = engine._model("slow")
-        while not engine.class_embeddings.pending or served.texts.depth == 0:
-            await asyncio.sleep(0.01)  # polls a state: the computation has started and queued prompts
+        deadline = time.monotonic() + 30
+        while not engine.class_embeddings.pending or served.texts.in_flight == 0:
+            assert time.monotonic() < deadline, "the computation never submitted prompts"
+            await asyncio.sleep(0.01)  # polls a state: the computation has started and submitted prompts
         jobs = engine.class_embeddings.pending
         assert len(jobs) == 1  # two requests, one computation
         assert sample(engine, "clipserve_class_cache_misses_total", model="slow") == 1
@@ -131,7 +133,7 @@ async def test_shared_computation_is_cancelled_when_every_waiter_leaves(model_di
         clients[1].cancel()
         await asyncio.gather(*clients, *jobs, return_exceptions=True)
         assert jobs[0].cancelled() and engine.class_embeddings.pending == []
-        assert served.texts.depth == 0  # its queued prompts left the batcher
+        assert served.texts.in_flight == 0  # its submitted prompts left the batcher
     finally:
         await engine.stop(1.0)
 
