@@ -88,6 +88,7 @@ def test_grpc_alone_with_rest_off_serves_and_drains_on_sigterm(tmp_path: Path) -
         calls[0].result()  # one answered (0.7 s per call): the others have long reached the engine
         server.proc.send_signal(signal.SIGTERM)
         while health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == 1:
+            assert time.monotonic() < deadline + 60, "health never left SERVING after SIGTERM"
             time.sleep(0.02)
         pending_when_unready = sum(not c.done() for c in calls)
         late_trailers: dict[str, str] = {}
