@@ -20,7 +20,7 @@ from pathlib import Path
 
 from service.client.connect import DEFAULT_URL
 from service.client.errors import RequestFailed
-from service.client.output import FORMATS, write_embeddings
+from service.client.output import FORMATS, require_pyarrow, write_embeddings
 from service.client.sync import ClipClient
 from service.client.types import LabelScore
 
@@ -92,6 +92,8 @@ def _client(args: argparse.Namespace) -> ClipClient:
 def _embed(args: argparse.Namespace, client: ClipClient) -> int:
     if args.out.suffix.lower() not in FORMATS:
         raise ValueError(f"--out must end in one of {', '.join(FORMATS)}, got {args.out.name!r}")
+    if args.out.suffix.lower() == ".parquet":
+        require_pyarrow()  # before the work: "Parquet output needs pyarrow: pip install 'clipserve[parquet]'"
     if args.texts is not None:
         texts = text_lines(args.texts)
         if not texts:

@@ -2,7 +2,10 @@
 
 - ``emb.npy``: the (N, D) float32 array; ids one per line in ``emb.ids.txt`` beside it (row i, line i).
 - ``emb.npz``: arrays ``embeddings`` (N, D) float32 and ``ids`` (N,) unicode, no pickle needed.
-- ``emb.parquet``: columns ``id`` (string) and ``embedding`` (fixed-size list of float32); needs pyarrow.
+- ``emb.parquet``: columns ``id`` (string) and ``embedding`` (fixed-size list of float32); needs pyarrow
+  (``pip install 'clipserve[parquet]'``).
+
+Paths may be ``str`` or ``Path``.
 """
 
 from __future__ import annotations
@@ -13,15 +16,26 @@ from pathlib import Path
 import numpy as np
 
 FORMATS = (".npy", ".npz", ".parquet")
+PARQUET_NEEDS_PYARROW = "Parquet output needs pyarrow: pip install 'clipserve[parquet]'"
 
 
-def ids_sidecar(path: Path) -> Path:
+def require_pyarrow() -> None:
+    """Raise ``ValueError`` naming the ``parquet`` extra where pyarrow cannot be imported."""
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise ValueError(f"{PARQUET_NEEDS_PYARROW} (or write .npy / .npz)") from None
+
+
+def ids_sidecar(path: str | Path) -> Path:
     """Where the ids of ``emb.npy`` go: ``emb.ids.txt``."""
-    return path.with_suffix(".ids.txt")
+    return Path(path).with_suffix(".ids.txt")
 
 
-def write_embeddings(path: Path, ids: Sequence[str], embeddings: np.ndarray) -> list[Path]:
+def write_embeddings(path: str | Path, ids: Sequence[str], embeddings: np.ndarray) -> list[Path]:
     """Write ids and embeddings in the format the suffix names; return the files written."""
+    path = Path(path)
     if len(ids) != len(embeddings):
         raise ValueError(f"{len(ids)} ids for {len(embeddings)} embeddings")
     for item_id in ids:
@@ -45,18 +59,18 @@ def write_embeddings(path: Path, ids: Sequence[str], embeddings: np.ndarray) -> 
 
 
 def _write_parquet(path: Path, ids: Sequence[str], rows: np.ndarray) -> None:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ValueError("writing .parquet needs pyarrow (pip install pyarrow); or use .npy / .npz") from None
+    require_pyarrow()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     values = pa.array(rows.reshape(-1), type=pa.float32())
     column = pa.FixedSizeListArray.from_arrays(values, rows.shape[1])
     pq.write_table(pa.table({"id": pa.array(list(ids), type=pa.string()), "embedding": column}), path)
 
 
-def read_embeddings(path: Path) -> tuple[list[str], np.ndarray]:
+def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
     """Read back what ``write_embeddings`` wrote: (ids, (N, D) float32)."""
+    path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return ids_sidecar(path).read_text(encoding="utf-8").splitlines(), np.load(path)
@@ -64,6 +78,7 @@ def read_embeddings(path: Path) -> tuple[list[str], np.ndarray]:
         with np.load(path) as data:
             return [str(x) for x in data["ids"]], data["embeddings"]
     if suffix == ".parquet":
+        require_pyarrow()
         import pyarrow.parquet as pq
 
         table = pq.read_table(path)
