@@ -7,14 +7,28 @@ Every CLI flag of ``clipserve serve`` is also an environment variable. Settings 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = "clipserve-demo"
+DEVICE_PATTERN = r"^(cpu|cuda(:\d+)?)$"
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+class SettingError(ValueError):
+    """A setting whose value cannot work here, found at start-up: ``setting`` is the field's name,
+    ``value`` the offending part of its value (None: all of it)."""
+
+    def __init__(self, setting: str, message: str, value: object = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.message = message
+        self.value = value
 
 
 def _default_model_dir() -> Path:
@@ -28,8 +42,8 @@ class Settings(BaseSettings):
 
     # Network
     host: str = Field("127.0.0.1", description="REST bind address.")
-    port: int = Field(8000, description="REST port; 0 turns REST off.")
-    grpc_port: int = Field(50051, description="gRPC port; 0 turns gRPC off.")
+    port: int = Field(8000, ge=0, le=65535, description="REST port (0-65535); 0 turns REST off.")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0-65535); 0 turns gRPC off.")
     max_connections: int = Field(
         2048, ge=0, description="Open REST connections; past it uvicorn answers 503 (0: no limit)."
     )
@@ -39,7 +53,9 @@ class Settings(BaseSettings):
     # Models
     model: str = Field(
         DEFAULT_MODEL,
-        description="Model(s) to serve, comma-separated: a model repository entry or ARCH:PRETRAINED.",
+        description="Model(s) to serve, comma-separated; each a model repository entry (a folder of the "
+        "model repository with a config.json), ARCH:PRETRAINED (open_clip, e.g. ViT-B-32:openai), "
+        "ARCH:/path/to/checkpoint, or a Hugging Face CLIP folder.",
     )
     model_dir: Path = Field(default_factory=_default_model_dir, description="The model repository.")
     backend: Literal["torch", "onnx"] | None = Field(None, description="Override each model's backend.")
@@ -119,7 +135,23 @@ class Settings(BaseSettings):
         2, ge=0, description="glibc malloc arenas (0: glibc's default of 8 per core); fewer hold less memory."
     )
     log_json: bool = Field(False, description="Structured JSON logs.")
-    log_level: str = Field("INFO", description="Log level.")
+    log_level: str = Field("INFO", description="Log level: critical, error, warning, info or debug.")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        """cpu, cuda or cuda:N."""
+        if not re.match(DEVICE_PATTERN, value):
+            raise ValueError("not a device (cpu, cuda or cuda:N)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        """One of logging's level names, any case; stored upper-case."""
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"not a log level (one of {', '.join(n.lower() for n in LOG_LEVELS)})")
+        return value.upper()
 
     def model_names(self) -> list[str]:
         """The configured model names, in order; the first is the default."""

@@ -33,6 +33,7 @@ MAX_LINES = 400
 # Lowest first. A room may import rooms of lower layers only; rooms of one layer are peers.
 LAYERS: list[set[str]] = [
     {"protocol"},  # shared by server and client: error kinds, headers, ModelInfo, wire, generated gRPC
+    {"auth"},  # the API key set and its constant-time check (config reads the key file through it)
     {"errors", "config", "logs", "metrics", "memory"},
     {"clip"},  # model code
     {"runtime", "export"},  # backends; the ONNX export library

@@ -22,7 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported to add its flags."""
+    from service import __version__
+
     parser = argparse.ArgumentParser(prog="clipserve", description="A production server for CLIP models.")
+    parser.add_argument("--version", action="version", version=f"clipserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, summary) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=summary, description=summary)

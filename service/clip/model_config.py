@@ -7,6 +7,8 @@ directory. ``resolve_model`` turns each into a ``ModelConfig``.
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Literal
@@ -99,4 +101,41 @@ def resolve_model(name: str, model_dir: Path) -> ModelConfig:
     arch, _, weights = name.partition(":")
     if not arch:
         raise NotFound(f"unknown model {name!r}")
+    if not weights:
+        _check_architecture(arch, model_dir)
     return ModelConfig(name=name, architecture=arch, weights=weights or None)
+
+
+def repository_entries(model_dir: Path) -> list[str]:
+    """The model repository's entries: the folders of ``model_dir`` with a config.json."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(p.name for p in model_dir.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def _check_architecture(arch: str, model_dir: Path) -> None:
+    """A bare name that is no repository entry must be an open_clip architecture (checked when
+    open_clip is importable); else a SettingError naming the entries and the closest architectures."""
+    from service.config import SettingError
+
+    known = _open_clip_models()
+    if known is not None and arch in known:
+        return
+    if known is None and model_dir.is_dir():
+        return  # no open_clip here to tell: the loader reports it
+    if not model_dir.is_dir():
+        raise SettingError("model_dir", f"the model repository folder {model_dir} does not exist "
+                           f"(model {arch!r} is not an open_clip architecture either)")
+    entries = ", ".join(repository_entries(model_dir)) or "none"
+    closest = ", ".join(difflib.get_close_matches(arch, known or [], n=3, cutoff=0.4)) or "none"
+    raise SettingError("model", f"not a model repository entry ({model_dir}/: {entries}) "
+                       f"nor an open_clip architecture (closest: {closest})", value=arch)
+
+
+def _open_clip_models() -> list[str] | None:
+    """open_clip's architecture names; None where open_clip cannot be imported."""
+    if importlib.util.find_spec("open_clip") is None:
+        return None
+    import open_clip
+
+    return list(open_clip.list_models())

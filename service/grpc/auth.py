@@ -1,4 +1,5 @@
-"""API-key check for gRPC: a server interceptor that wants metadata ``x-api-key``.
+"""API-key check for gRPC: a server interceptor that wants metadata ``x-api-key: <key>`` or
+``authorization: Bearer <key>`` (any of the server's keys; ``service.auth`` does the comparing).
 
 The health service stays open (probes carry no key); every other method, reflection included,
 answers UNAUTHENTICATED without the right key.
@@ -6,16 +7,16 @@ answers UNAUTHENTICATED without the right key.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from service.protocol.headers import API_KEY_HEADER
+from service.auth import DENIED_GRPC, ApiKeys, bearer_token
+from service.protocol.headers import API_KEY_HEADER, AUTHORIZATION_HEADER
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
-DENIED = "missing or wrong API key: send metadata x-api-key"
+DENIED = DENIED_GRPC
 
 
 def _denying_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -38,19 +39,22 @@ def _denying_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Lets a call through only when its ``x-api-key`` metadata equals the configured key."""
+    """Lets a call through only when its ``x-api-key`` (or ``authorization: Bearer``) is an accepted key."""
 
-    def __init__(self, api_key: str) -> None:
-        self._key = api_key.encode()
+    def __init__(self, keys: ApiKeys) -> None:
+        self._keys = keys
 
     def _allowed(self, details: grpc.HandlerCallDetails) -> bool:
         if details.method.startswith(OPEN_PREFIXES):
             return True
+        api_key: str | bytes | None = None
+        token: str | None = None
         for key, value in details.invocation_metadata or ():
-            if key == API_KEY_HEADER:
-                given = value if isinstance(value, bytes) else str(value).encode()
-                return hmac.compare_digest(given, self._key)
-        return False
+            if key == API_KEY_HEADER and api_key is None:
+                api_key = value
+            elif key == AUTHORIZATION_HEADER and token is None:
+                token = bearer_token(value)
+        return self._keys.accepts(api_key, token)
 
     async def intercept_service(
         self,

@@ -3,7 +3,7 @@
 The serving side calls ``start_grpc(engine, settings)`` in the app lifespan (or ``serve``) and
 ``await handle.stop(grace)`` on shutdown. The server carries ClipService, grpc.health.v1
 (reflecting ``engine.ready``) and server reflection; it honours ``grpc_max_message_bytes``,
-TLS (``grpc_tls_cert`` + ``grpc_tls_key``) and ``api_key`` (metadata ``x-api-key``).
+TLS (``grpc_tls_cert`` + ``grpc_tls_key``) and API keys (metadata ``x-api-key`` or ``authorization: Bearer``).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def build_server(engine: Engine, settings: Settings) -> tuple[grpc.aio.Server, R
     """A grpc.aio server with ClipService, health and reflection added (not started)."""
     limit = settings.grpc_max_message_bytes
     server = grpc.aio.server(
-        interceptors=[ApiKeyInterceptor(settings.api_key)] if settings.api_key else None,
+        interceptors=[ApiKeyInterceptor(keys)] if (keys := settings.api_key_set()) else None,
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
     )
     add_to_server(ClipServicer(engine, stream_window(settings)), server)

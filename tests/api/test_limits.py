@@ -90,7 +90,10 @@ async def test_api_key(small: httpx.AsyncClient) -> None:
         await expect(await small.post("/embed", json={"inputs": [{"text": "a"}]}, headers=headers), 401,
                      "missing or wrong API key")
     del small.headers["X-API-Key"]
-    await expect(await small.get("/models"), 401, "x-api-key")  # header names are case-insensitive
+    for headers in ({}, {"x-api-key": "wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": "sesame"}):
+        await expect(await small.get("/models", headers=headers), 401,  # header names are case-insensitive
+                     "missing or wrong API key: send it as header X-API-Key: <key> or Authorization: Bearer <key>")
+    assert (await small.get("/models", headers={"x-api-key": "sesame"})).status_code == 200
     for path in ("/healthz", "/readyz", "/metrics"):  # probes and scrapes need no key
         assert (await small.get(path)).status_code == 200, path
 

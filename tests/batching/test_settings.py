@@ -11,7 +11,7 @@ from service.cli import main
     ("flags", "env", "named"),
     [
         (["--max-delay-ms", "-1"], {}, "--max-delay-ms"),
-        ([], {"CLIPSERVE_ADAPTIVE_BATCHING": "sometimes"}, "--adaptive-batching"),
+        ([], {"CLIPSERVE_ADAPTIVE_BATCHING": "sometimes"}, "CLIPSERVE_ADAPTIVE_BATCHING=sometimes"),
     ],
 )
 def test_bad_batching_settings_exit_2_naming_the_setting(

@@ -54,7 +54,7 @@ async def test_api_key_is_required_except_for_health(tmp_path: Path) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await stub.Embed(PING, metadata=metadata, timeout=5)
             assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            assert "x-api-key" in (raised.value.details() or "")
+            assert "x-api-key: <key> or authorization: Bearer <key>" in (raised.value.details() or "")
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await anext(aiter(stub.EmbedStream(iter([pb.EmbedStreamRequest(id="1", item=pb.Item(text="a"))]))))
         assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
