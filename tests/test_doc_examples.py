@@ -67,9 +67,9 @@ def _skip_reason(lines: list[str], start: int) -> str | None:
     return match.group("why").strip() if match else None
 
 
-def extract(path: Path) -> list[Block]:
-    """The shell and Python examples of one Markdown file, in order."""
-    name = path.relative_to(REPO).as_posix()
+def extract(path: Path, name: str | None = None) -> list[Block]:
+    """The shell and Python examples of one Markdown file, in order; ``name`` (default: the path in the repo)."""
+    name = name or path.relative_to(REPO).as_posix()
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks: list[Block] = []
     i = 0
@@ -116,6 +116,7 @@ class Demo:
     grpc_port: int
     cwd: Path
     env: dict[str, str]
+    log: Path
 
 
 def _image(seed: int, fmt: str) -> bytes:
@@ -156,9 +157,54 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         env["CLIPSERVE_URL"] = server.url
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         env.pop("CLIPSERVE_API_KEY", None)
-        yield Demo(server.port, grpc_port, _workdir(root), env)
+        yield Demo(server.port, grpc_port, _workdir(root), env, server.log)
     finally:
         server.stop()
+
+
+SAMPLE = """# Title
+
+<!-- example: skip (needs the internet) -->
+```bash
+curl -s https://example.com
+```
+
+```json
+{"not": "an example"}
+```
+
+Some text:
+
+    clipserve client embed photos/ --out emb.npy
+    clipserve client classify photos/ --label-set cifar10
+
+prints (not a command):
+
+    image   #1
+    a.jpg   cat (0.9)
+
+1. A list item with a fence inside:
+   ```python
+   import grpc
+   ```
+"""
+
+
+def test_extract_reads_fences_indented_commands_and_markers(tmp_path: Path) -> None:
+    doc = tmp_path / "sample.md"
+    doc.write_text(SAMPLE, encoding="utf-8")
+    blocks = extract(doc, "sample.md")
+    assert [(b.id, b.lang, b.skip) for b in blocks] == [
+        ("sample.md:4", "shell", "needs the internet"),
+        ("sample.md:14", "shell", None),
+        ("sample.md:23", "python", None),
+    ]
+    assert blocks[1].code.splitlines() == [
+        "clipserve client embed photos/ --out emb.npy", "clipserve client classify photos/ --label-set cifar10"]
+    assert blocks[2].code == "import grpc\n"
+    assert rewrite("curl localhost:8000/x; grpc://127.0.0.1:50051 127.0.0.1:8000", 1234, 5678) == (
+        "curl 127.0.0.1:1234/x; grpc://127.0.0.1:5678 127.0.0.1:1234"
+    )
 
 
 def test_the_docs_have_examples() -> None:
@@ -188,5 +234,6 @@ def test_doc_example(block: Block, request: pytest.FixtureRequest) -> None:
     assert done.returncode == 0, (
         f"{block.id} ({block.lang}) exited {done.returncode}; if it cannot run here, mark it with "
         f"<!-- example: skip (why) --> on the line before it.\n--- code ---\n{code}\n"
-        f"--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-3000:]}"
+        f"--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-3000:]}\n"
+        f"--- server log (end) ---\n{demo.log.read_text(errors='replace')[-2000:]}"
     )
