@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.auth import ApiKeys, load_api_keys, read_key_file, warn_if_on_command_line
 
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = "clipserve-demo"
@@ -127,7 +130,38 @@ class Settings(BaseSettings):
     grpc_max_message_bytes: int = Field(64 * 1024 * 1024, ge=1, description="Largest gRPC message.")
     grpc_tls_cert: Path | None = Field(None, description="PEM certificate; with the key, turns TLS on.")
     grpc_tls_key: Path | None = Field(None, description="PEM private key.")
-    api_key: str | None = Field(None, description="When set, gRPC calls need metadata x-api-key (REST: header).")
+
+    # API keys: all of these count; with none, no key is needed (service/auth.py checks them)
+    api_key: str | None = Field(
+        None, repr=False,
+        description="An API key clients must send (X-API-Key or Authorization: Bearer); as a flag it shows in ps.",
+    )
+    api_keys: str = Field(
+        "", repr=False, description="API keys, comma-separated (each works; rotate by adding, then removing)."
+    )
+    api_key_file: Path | None = Field(
+        None, description="File of API keys, one per line, # comments (a mounted Kubernetes Secret)."
+    )
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _api_key_file_readable(cls, path: Path | None) -> Path | None:
+        """The key file must be readable and hold a key now, not at the first request (fails closed)."""
+        if path is not None:
+            read_key_file(path)
+        return path
+
+    @field_validator("api_key", "api_keys")
+    @classmethod
+    def _warn_key_flag(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A key given as a flag is visible to other users of the host: say so."""
+        if value and info.field_name:
+            warn_if_on_command_line(sys.argv, "--" + info.field_name.replace("_", "-"))
+        return value
+
+    def api_key_set(self) -> ApiKeys:
+        """The accepted API keys (empty: none needed); reads ``api_key_file`` (ValueError if it is gone)."""
+        return load_api_keys(self.api_key, self.api_keys, self.api_key_file)
 
     # Operations
     drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, longest wait for in-flight work.")
