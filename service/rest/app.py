@@ -20,7 +20,7 @@ from service.metrics import Metrics
 from service.rest.admission import AdmissionMiddleware
 from service.rest.errors import install_error_handlers
 from service.rest.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.rest.routes import classify, embed, health, models, similarity
+from service.rest.routes import classify, docs, embed, health, models, similarity
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def create_app(
 
     app = FastAPI(
         title="clipserve", version=__version__, description=DESCRIPTION, lifespan=lifespan, telemetry=NO_OTEL,
+        docs_url=None, redoc_url=None,  # FastAPI's load their files from a CDN: service.rest.routes.docs serves them
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -73,6 +74,7 @@ def create_app(
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)  # added last: outermost
     install_error_handlers(app)
-    for module in (embed, classify, similarity, models, health):
+    for module in (embed, classify, similarity, models, health, docs):
         app.include_router(module.router)
+    app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
     return app
