@@ -26,7 +26,7 @@ from typing import Any
 
 import uvicorn
 
-from service.config import Settings
+from service.config import SettingError, Settings
 from service.engine import Engine
 from service.grpc.server import GrpcServer, start_grpc
 from service.memory import limit_arenas, trim_when_idle
@@ -47,7 +47,10 @@ class RestServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """uvicorn's start-up, then the accept-queue probe for the app."""
-        await super().startup(sockets)
+        try:
+            await super().startup(sockets)
+        except SystemExit as exc:  # uvicorn logs the bind error, then exits: say which setting
+            raise SettingError("port", "REST cannot listen there (the error above)") from exc
         listening = [sock for server in self.servers for sock in server.sockets]
         self.config.app.state.accept_queue = accept_queue_probe(listening)  # type: ignore[union-attr]
 
@@ -126,6 +129,7 @@ async def serve(settings: Settings, shutdown: Shutdown | None = None, engine: En
 
     ``engine`` (not started) defaults to a new one on ``settings``.
     """
+    check_ports(settings)
     shutdown = shutdown or Shutdown()
     engine = engine or Engine(settings, Metrics())
     metrics = engine.metrics
@@ -139,6 +143,29 @@ async def serve(settings: Settings, shutdown: Shutdown | None = None, engine: En
         finally:
             trimmer.cancel()
             await engine.stop(shutdown.grace_left(settings.drain_timeout_s))
+
+
+def check_ports(settings: Settings) -> None:
+    """Fail before the models load when a port cannot be listened on: a SettingError naming it."""
+    for setting, port in (("port", settings.port), ("grpc_port", settings.grpc_port)):
+        if port:
+            _check_port(settings.host, port, setting)
+
+
+def _check_port(host: str, port: int, setting: str) -> None:
+    """Bind ``host:port`` as the servers will (SO_REUSEADDR), then let it go."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise SettingError("host", f"cannot resolve the address: {exc.strerror}") from exc
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            raise SettingError(setting, f"cannot listen on {host}:{port}: {reason}") from exc
 
 
 async def _serve_front_ends(engine: Engine, metrics: Metrics, settings: Settings, shutdown: Shutdown) -> None:

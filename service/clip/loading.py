@@ -18,12 +18,15 @@ of a weight file, say) does not need them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import logging
+import socket
+import urllib.parse
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +43,8 @@ OPENAI_ARCH = "openai"  # architecture inferred from an OpenAI-layout checkpoint
 HF_ARCH = "hf"
 HF_PREFIX = "hf:"
 FINGERPRINT_CHARS = 16
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+HUB_PROBE_S = 3.0  # how long start-up waits to learn whether the Hugging Face Hub can be reached
 # Not weights: OpenAI's TorchScript archives carry these ints; a scripted model also saves the causal mask.
 _NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 _PREPROCESS_FIELDS = {"image_size", "mean", "std", "interpolation", "resize_mode", "context_length"}
@@ -79,7 +84,7 @@ def load_clip(
         model_cfg, preprocess = arch_config(config)
         model = build_model(model_cfg, quick_gelu=source.quick_gelu, seed=config.seed)
         if source.path is not None:
-            model = load_weights(model, source.path, infer_openai=config.architecture == OPENAI_ARCH)
+            model = _load_checkpoint(config, model, source.path)
         preprocess = {**preprocess, **source.preprocess}
     chosen = resolve_precision(precision or config.precision, device)
     completed = complete_config(config, model, preprocess, chosen)
@@ -99,7 +104,27 @@ def resolve_weights(config: ModelConfig, cache_dir: Path | str | None = None) ->
     path = config.resolve(weights)
     if path.is_file():
         return WeightSource("file", path)
+    if "/" in weights or path.suffix in CHECKPOINT_SUFFIXES:
+        raise _model_error(config, f"checkpoint file {path} does not exist")
     return _pretrained_tag(config, weights, cache_dir)
+
+
+def _model_error(config: ModelConfig, message: str) -> Exception:
+    """A start-up error naming the model as the operator wrote it (``--model NAME: message``)."""
+    from service.config import SettingError
+
+    return SettingError("model", message, value=config.name)
+
+
+def _load_checkpoint(config: ModelConfig, model: Any, path: Path) -> Any:
+    """``load_weights``; a file that is no checkpoint (or not of this architecture) is one line naming it."""
+    try:
+        return load_weights(model, path, infer_openai=config.architecture == OPENAI_ARCH)
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise _model_error(
+            config, f"checkpoint file {path} cannot be loaded ({type(exc).__name__}: {detail})"
+        ) from exc
 
 
 def _pretrained_tag(config: ModelConfig, tag: str, cache_dir: Path | str | None) -> WeightSource:
@@ -113,11 +138,54 @@ def _pretrained_tag(config: ModelConfig, tag: str, cache_dir: Path | str | None)
             f"model {config.name!r}: weights {tag!r} are neither a file nor an open_clip pretrained tag "
             f"of {config.architecture!r} (known tags: {', '.join(known) or 'none'})"
         )
-    path = open_clip.download_pretrained(pcfg, cache_dir=str(cache_dir) if cache_dir else None)
+    online = not pcfg.get("hf_hub") or hub_reachable()
+    try:
+        with _hub_offline(not online):  # offline: the cache only, no retries against an unreachable hub
+            path = open_clip.download_pretrained(pcfg, cache_dir=str(cache_dir) if cache_dir else None)
+    except (OSError, RuntimeError, ValueError) as exc:
+        if online:
+            raise _model_error(config, f"downloading the weights failed: {exc}") from exc
+        raise _model_error(config, _offline_message(config, cache_dir)) from exc
     if not path:
         raise NotFound(f"model {config.name!r}: open_clip has no download for {config.architecture}:{tag}")
     preprocess = {k: pcfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in pcfg}
     return WeightSource("file", Path(path), preprocess, quick_gelu=bool(pcfg.get("quick_gelu", False)))
+
+
+def hub_reachable(timeout_s: float = HUB_PROBE_S) -> bool:
+    """False when HF_HUB_OFFLINE is set or the Hugging Face Hub's host does not accept a TCP connection
+    within ``timeout_s`` (then a download would only retry for a minute before failing)."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return False
+    endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
+    try:
+        port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+        socket.create_connection((endpoint.hostname or "", port), timeout=timeout_s).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Hugging Face Hub's offline mode while the block runs (the cache only), when ``offline``."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = saved or offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def _offline_message(config: ModelConfig, cache_dir: Path | str | None) -> str:
+    cache = cache_dir or "~/.cache/huggingface"
+    return (f"the weights are not in the cache ({cache}) and the Hugging Face Hub cannot be reached (offline). "
+            f"Fetch them once while online (clipserve export or serve, with the same --cache-dir) or give a "
+            f"local checkpoint: --model {config.architecture}:/path/to/checkpoint")
 
 
 def arch_config(config: ModelConfig) -> tuple[dict[str, Any], dict[str, Any]]:
