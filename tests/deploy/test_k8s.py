@@ -68,6 +68,46 @@ def test_components_render_valid() -> None:
     assert any(v.get("persistentVolumeClaim", {}).get("claimName") == "clipserve-models" for v in pod["volumes"])
 
 
+@pytest.mark.parametrize("overlay_name", ["cpu", "gpu"])
+def test_api_keys_component_mounts_the_secret_as_the_key_file(
+    overlay_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The api-keys component: the Secret clipserve-api-keys, read-only at the path CLIPSERVE_API_KEY_FILE
+    names, required (no pod runs open by mistake); the server reads such a file as its keys."""
+    with tempfile.TemporaryDirectory(dir=ROOT / "deploy" / "k8s") as tmp:
+        kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                         "resources": [f"../overlays/{overlay_name}"],
+                         "components": ["../components/api-keys", "../components/models-pvc"]}
+        (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        manifests = kustomize(Path(tmp))
+    _validate_all(manifests)
+    pod = find(manifests, "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "api-keys")
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")["secret"]
+    assert volume["secretName"] == "clipserve-api-keys" and not volume.get("optional", False)
+    (item,) = volume["items"]
+    assert env["CLIPSERVE_API_KEY_FILE"] == f"{mount['mountPath']}/{item['path']}"
+    assert {m["name"] for m in container["volumeMounts"]} >= {"tmp", "models", "api-keys"}  # merged, not replaced
+
+    secret = tmp_path / item["path"]  # what the kubelet writes from the Secret's `keys` entry
+    secret.write_text("# clipserve API keys\nkey-one\nkey-two\n")
+    check_settings({**_settings(manifests), "CLIPSERVE_API_KEY_FILE": str(secret)}, monkeypatch)
+    from service.config import Settings
+
+    keys = Settings().api_key_set()
+    assert len(keys) == 2 and keys.accepts("key-two")
+
+
+def test_the_base_runs_without_api_keys() -> None:
+    """No key in the base (the api-keys component adds one): nothing names a key the cluster lacks."""
+    manifests = kustomize(ROOT / "deploy" / "k8s" / "overlays" / "cpu")
+    assert not any(k.startswith("CLIPSERVE_API_KEY") for k in _settings(manifests))
+    assert not any(e["name"].startswith("CLIPSERVE_API_KEY") for e in _container(manifests).get("env", []))
+
+
 def _container(manifests: list[dict]) -> dict:
     return find(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
 
