@@ -1,0 +1,166 @@
+"""Start-up mistakes an operator can make: each ends with a non-zero exit and a line or two on stderr naming
+the setting as written (``--port`` as a flag, ``CLIPSERVE_PORT`` in the environment), the value and what to do.
+
+The traceback only with ``--log-level debug``; no line twice. Process-level cases run
+``python -m service serve`` (the real start-up); settings refusals run ``service.cli.main`` in process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service import __version__
+from service.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+EXIT_S = 120.0
+OFFLINE_BOUND_S = 30.0  # the probe gives up after 3 s; the rest is the interpreter and torch importing
+
+
+def start(*flags: str, env: dict[str, str] | None = None) -> tuple[int, str, float]:
+    """``python -m service serve`` with ``flags`` (no warm-up, gRPC off unless given); exit status, stderr, seconds."""
+    command = [sys.executable, "-m", "service", "serve", "--no-warmup", *flags]
+    if "--grpc-port" not in flags:
+        command += ["--grpc-port", "0"]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    begin = time.monotonic()
+    done = subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=EXIT_S)
+    return done.returncode, done.stderr, time.monotonic() - begin
+
+
+def assert_short_refusal(status: int, err: str, *named: str) -> str:
+    """Non-zero, no traceback, at most 3 lines, none twice; the ``clipserve serve:`` line names each of ``named``."""
+    lines = err.strip().splitlines()
+    assert status != 0, err
+    assert "Traceback" not in err and len(lines) <= 3, err
+    assert len(set(lines)) == len(lines), f"a line appears twice:\n{err}"
+    message = [line for line in lines if line.startswith("clipserve serve:")]
+    assert len(message) == 1, err
+    for name in named:
+        assert name in message[0], err
+    return message[0]
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port something else listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_unknown_model_lists_the_repository_entries_and_the_closest_architectures() -> None:
+    status, err, _ = start("--model", "nosuchmodel")
+    message = assert_short_refusal(status, err, "--model nosuchmodel", "clipserve-demo", "open_clip")
+    assert "closest" in message
+
+
+def test_unknown_model_close_to_an_architecture_names_it() -> None:
+    status, err, _ = start("--model", "ViT-B-3")
+    assert_short_refusal(status, err, "--model ViT-B-3", "ViT-B-32")
+
+
+def test_missing_model_dir_from_the_environment_names_the_variable() -> None:
+    status, err, _ = start(env={"CLIPSERVE_MODEL_DIR": "/nonexistent"})
+    message = assert_short_refusal(status, err, "CLIPSERVE_MODEL_DIR=/nonexistent", "does not exist")
+    assert "unknown open_clip architecture" not in message
+
+
+def test_missing_checkpoint_names_the_path() -> None:
+    status, err, _ = start("--model", "ViT-B-32:/no/such/file.pt")
+    assert_short_refusal(status, err, "--model ViT-B-32:/no/such/file.pt", "/no/such/file.pt", "does not exist")
+
+
+def test_corrupt_checkpoint_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage, not a checkpoint\xff" * 10)
+    status, err, _ = start("--model", f"ViT-B-32:{bad}")
+    assert_short_refusal(status, err, f"--model ViT-B-32:{bad}", f"checkpoint file {bad}")
+
+
+def test_offline_download_fails_fast_saying_how_to_fetch(tmp_path: Path) -> None:
+    status, err, seconds = start("--model", "ViT-B-32:openai", "--cache-dir", str(tmp_path))
+    message = assert_short_refusal(status, err, "--model ViT-B-32:openai", "cannot be reached", "--cache-dir")
+    assert "ViT-B-32:/path/to/checkpoint" in message
+    assert seconds < OFFLINE_BOUND_S, (seconds, err)
+
+
+@pytest.mark.parametrize(("flag", "other"), [("--port", "--grpc-port"), ("--grpc-port", "--port")])
+def test_a_port_in_use_names_the_flag(flag: str, other: str, busy_port: int) -> None:
+    status, err, _ = start(flag, str(busy_port), other, "0")
+    assert_short_refusal(status, err, f"{flag} {busy_port}", "address already in use")
+
+
+def test_a_port_in_use_from_the_environment_names_the_variable(busy_port: int) -> None:
+    status, err, _ = start(env={"CLIPSERVE_PORT": str(busy_port)})
+    assert_short_refusal(status, err, f"CLIPSERVE_PORT={busy_port}", "address already in use")
+
+
+def test_debug_log_level_shows_the_traceback() -> None:
+    status, err, _ = start("--model", "nosuchmodel", "--log-level", "debug")
+    assert status != 0 and "Traceback" in err and "--model nosuchmodel" in err, err
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "named"),
+    [
+        (["--port", "99999"], {}, "--port 99999"),
+        (["--grpc-port", "-1"], {}, "--grpc-port -1"),
+        ([], {"CLIPSERVE_PORT": "abc"}, "CLIPSERVE_PORT=abc"),
+        ([], {"CLIPSERVE_DEVICE": "tpu"}, "CLIPSERVE_DEVICE=tpu"),
+        (["--device", "cuda:x"], {}, "--device cuda:x"),
+        ([], {"CLIPSERVE_LOG_LEVEL": "LOUD"}, "CLIPSERVE_LOG_LEVEL=LOUD"),
+    ],
+)
+def test_bad_settings_exit_2_with_one_line_naming_them_as_written(
+    flags: list[str], env: dict[str, str], named: str,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["serve", *flags]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "invalid settings" in err and named in err, err
+
+
+@pytest.mark.parametrize("level", ["debug", "Warning", "INFO"])
+def test_log_levels_are_case_insensitive(level: str) -> None:
+    from service.config import Settings
+
+    assert Settings(log_level=level).log_level == level.upper()
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:1"])
+def test_devices_accepted(device: str) -> None:
+    from service.config import Settings
+
+    assert Settings(device=device).device == device
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"clipserve {__version__}"
+
+
+def test_serve_help_describes_model_names_and_shows_real_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.config import Settings
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("repository entr", "ARCH:PRETRAINED", "ARCH:/path/to/checkpoint", "Hugging Face CLIP folder"):
+        assert words in text, text
+    settings = Settings()
+    assert f"default: {settings.model_dir}" in text and "computed" not in text
+    assert f"CLIPSERVE_PREPROCESS_THREADS; default: {settings.preprocess_threads})" in text
