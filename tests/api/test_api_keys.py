@@ -16,7 +16,6 @@ from service.auth import DENIED, ApiKeys, bearer_token, load_api_keys, parse_key
 from service.cli import serve as serve_cli
 from service.config import Settings
 from service.rest.app import create_app
-from service.rest.deps import document_api_keys
 from tests.api.helpers import make_settings, serve, write_model
 
 KEY_FILE = "# clipserve API keys: one per line\n\nfile-key-1\n  file-key-2  \n# retired: old-key\n"
@@ -161,7 +160,7 @@ def test_bearer_token() -> None:
 
 def test_the_document_declares_both_schemes_when_the_server_has_keys(tmp_path: Path, key_file: Path) -> None:
     app = create_app(keyed_settings(tmp_path, key_file))
-    document = document_api_keys(app.openapi(), app)
+    document = app.openapi()  # what /openapi.json serves
     schemes = document["components"]["securitySchemes"]
     assert schemes["ApiKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key",
                                        "description": schemes["ApiKeyHeader"]["description"]}
@@ -174,6 +173,6 @@ def test_the_document_declares_both_schemes_when_the_server_has_keys(tmp_path: P
         assert "security" not in document["paths"][path]["get"], path
 
     keyless = create_app(make_settings(tmp_path, warmup=False))
-    plain = document_api_keys(keyless.openapi(), keyless)
+    plain = keyless.openapi()
     assert "securitySchemes" not in plain.get("components", {})
     assert all("security" not in op for item in plain["paths"].values() for op in item.values())

@@ -12,11 +12,10 @@ from pydantic import WithJsonSchema
 from service.engine import EmbedResult, ImageItem, Item, TextItem
 from service.rest.deps import EngineDep, require_api_key
 from service.rest.disconnect import unless_disconnected
-from service.rest.routes.openapi import ENGINE_ERRORS, configured_limits, error_responses
+from service.rest.routes.openapi import ENGINE_ERRORS, error_responses
 from service.rest.schemas import ITEMS, Embedding, EmbedRequest, EmbedResponse
 
-# configured_limits: this router, which every app includes, puts the app's limits in its OpenAPI document.
-router = APIRouter(tags=["embeddings"], dependencies=[Depends(require_api_key)], lifespan=configured_limits)
+router = APIRouter(tags=["embeddings"], dependencies=[Depends(require_api_key)])
 ERRORS = error_responses(*ENGINE_ERRORS)
 # A file part: bytes, not empty; whether they are an image is checked when read (422 when not).
 IMAGE_FILE = {"type": "string", "format": "binary", "contentMediaType": "image/*", "minLength": 1}

@@ -1,18 +1,18 @@
 """What the routes add to the OpenAPI document: the error statuses each may answer, and the limits.
 
-``configured_limits`` is the lifespan of the embed router (so every app that includes the routes has
-it): while the app runs, its ``/openapi.json`` shows its settings' limits (``max_items_per_request``...)
-instead of their defaults, so the document says what this server accepts.
+``document_settings`` makes an app's ``/openapi.json`` show its settings' limits
+(``max_items_per_request``...) instead of their defaults, and its API-key schemes when it has keys,
+so the document says what this server accepts.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
+from service.config import Settings
+from service.rest.deps import document_api_keys
 from service.rest.schemas import ErrorResponse, document_limits
 
 RETRY_AFTER = {"description": "Seconds to wait before trying again.", "schema": {"type": "integer", "minimum": 1}}
@@ -46,14 +46,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
-@asynccontextmanager
-async def configured_limits(app: FastAPI) -> AsyncIterator[None]:
-    """A router's lifespan: while the app runs, its OpenAPI document shows its configured limits."""
-    settings = getattr(app.state, "settings", None)
+def document_settings(app: FastAPI, settings: Settings) -> None:
+    """Make ``app``'s ``/openapi.json`` say what this server accepts: its configured limits instead of
+    their defaults, and its API-key schemes when it has keys."""
     generate = app.openapi
-    if settings is not None:
-        app.openapi = lambda: document_limits(generate(), settings)  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        app.openapi = generate  # type: ignore[method-assign]
+    app.openapi = lambda: document_api_keys(document_limits(generate(), settings), app)  # type: ignore[method-assign]
