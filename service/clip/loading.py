@@ -144,7 +144,7 @@ def _pretrained_tag(config: ModelConfig, tag: str, cache_dir: Path | str | None)
             path = open_clip.download_pretrained(pcfg, cache_dir=str(cache_dir) if cache_dir else None)
     except (OSError, RuntimeError, ValueError) as exc:
         if online:
-            raise _model_error(config, f"downloading the weights failed: {exc}") from exc
+            raise _model_error(config, f"downloading the weights failed: {str(exc).splitlines()[0]}") from exc
         raise _model_error(config, _offline_message(config, cache_dir)) from exc
     if not path:
         raise NotFound(f"model {config.name!r}: open_clip has no download for {config.architecture}:{tag}")
@@ -170,9 +170,13 @@ def hub_reachable(timeout_s: float = HUB_PROBE_S) -> bool:
 
 @contextlib.contextmanager
 def _hub_offline(offline: bool) -> Iterator[None]:
-    """Hugging Face Hub's offline mode while the block runs (the cache only), when ``offline``."""
+    """Hugging Face Hub's offline mode while the block runs (the cache only), when ``offline``; the hub's
+    log lines through the process's logging only."""
     from huggingface_hub import constants
 
+    hub_log = logging.getLogger("huggingface_hub")
+    if logging.getLogger().handlers:  # ours: without the hub's own stderr handler, each line shows once
+        hub_log.handlers.clear()
     saved = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = saved or offline
     try:

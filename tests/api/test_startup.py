@@ -7,6 +7,7 @@ operator wrote it) in a line or two and exit non-zero, not bury it at the end of
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ CASES = {
     # case: (serve flags after --model-dir, what the message must name as the operator wrote it)
     "onnx_providers": (["--model", "broken", "--onnx-providers", "CPUExecutionProvider"],
                        ["--onnx-providers", "CPUExecutionProvider", "broken"]),
-    "model": (["--model", "no-such-model"], ["no-such-model"]),
+    "model": (["--model", "no-such-model"], ["--model no-such-model"]),
 }
 
 
@@ -68,3 +69,11 @@ def test_start_up_failure_is_a_short_message_not_a_traceback(case: str,
     assert status != 0 and "Traceback" not in output, output
     message = [line for line in output.splitlines() if line.startswith("clipserve serve:")]
     assert len(message) == 1 and all(named in message[0] for named in CASES[case][1]), output
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_start_up_failure_shows_no_line_twice(case: str, failed_starts: dict[str, tuple[int, str]]) -> None:
+    """A log line goes through one handler once (a library's own stderr handler would print it again)."""
+    _, output = failed_starts[case]
+    lines = [re.sub(r"^\d{4}-\d\d-\d\d [\d:,]+ ", "", line) for line in output.splitlines() if line.strip()]
+    assert len(set(lines)) == len(lines), output
