@@ -164,3 +164,43 @@ def test_serve_help_describes_model_names_and_shows_real_defaults(capsys: pytest
     settings = Settings()
     assert f"default: {settings.model_dir}" in text and "computed" not in text
     assert f"CLIPSERVE_PREPROCESS_THREADS; default: {settings.preprocess_threads})" in text
+
+
+def test_hub_probe_offline_unreachable_and_reachable(monkeypatch: pytest.MonkeyPatch, busy_port: int) -> None:
+    """The probe: HF_HUB_OFFLINE wins; a refused connection is unreachable; a listening host is reachable."""
+    from huggingface_hub import constants
+
+    from service.clip.loading import hub_reachable
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{busy_port}")
+    assert hub_reachable(timeout_s=1.0)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = closed.getsockname()[1]
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{refused}")
+    assert not hub_reachable(timeout_s=1.0)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{busy_port}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert not hub_reachable(timeout_s=1.0)
+
+
+def test_rest_bind_failure_inside_uvicorn_names_the_port(busy_port: int) -> None:
+    """Past the early check (a port taken meanwhile), uvicorn's exit becomes a SettingError naming --port."""
+    import asyncio
+
+    import uvicorn
+
+    from service.config import SettingError
+    from service.server import RestServer
+
+    async def app(scope: object, receive: object, send: object) -> None:  # never called
+        raise AssertionError
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=busy_port, log_config=None, lifespan="off")
+    config.load()
+    server = RestServer(config)
+    server.lifespan = config.lifespan_class(config)  # as uvicorn's Server._serve sets it up
+    with pytest.raises(SettingError) as refused:
+        asyncio.run(server.startup())
+    assert refused.value.setting == "port"
