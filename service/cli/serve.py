@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per ``Settings`` field; unset flags fall back to CLIPSERVE_* and then the default."""
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        default = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
+        default = field.get_default(call_default_factory=True, validated_data={})  # computed ones too, as here
         help_text = f"{field.description} (env CLIPSERVE_{name.upper()}; default: {default})"
         if field.annotation is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
