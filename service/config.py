@@ -28,7 +28,7 @@ class SettingError(ValueError):
     ``value`` the offending part of its value (None: all of it)."""
 
     def __init__(self, setting: str, message: str, value: object = None) -> None:
-        super().__init__(message)
+        super().__init__(message if value is None else f"{value}: {message}")
         self.setting = setting
         self.message = message
         self.value = value

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.clip.zeroshot import label_set_names
+from service.config import SettingError
 from service.errors import ClipServeError
 from service.measure.accuracy import EvalResult, eval_settings, evaluate_model
 
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         settings = eval_settings(args.backend, args.device, args.model_dir, args.threads, args.batch_size)
         result = evaluate_model(args.model, args.data, settings, args.label_set, args.templates, args.limit,
                                 args.batch_size, args.seed)
-    except (ClipServeError, FileNotFoundError, ValidationError) as e:
+    except (ClipServeError, SettingError, FileNotFoundError, ValidationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(_report(result))

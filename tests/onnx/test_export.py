@@ -93,7 +93,7 @@ def test_int8_optimised_variant_of_an_export(repo: Path, inputs: tuple[np.ndarra
     [
         (["--opset", "13"], "--opset must be 17 or later"),
         (["--precision", "fp16", "--optimize"], "fp16 is for GPUs"),
-        (["--model", "no-such-arch"], "unknown open_clip architecture 'no-such-arch'"),
+        (["--model", "no-such-arch"], "no-such-arch: not a model repository entry"),
     ],
 )
 def test_export_refuses_bad_arguments(repo: Path, argv: list[str], message: str,
