@@ -12,17 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
-from service.protocol.model_info import ModelInfo
+from service.protocol.model_info import LabelScore, ModelInfo
 
 Input = str | bytes  # a text, or an encoded image (JPEG, PNG, ...)
-
-
-@dataclass(frozen=True)
-class LabelScore:
-    """One label and its score (softmax probability, or logit on request)."""
-
-    label: str
-    score: float
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
-"""What the engine takes and returns: items to embed and the results of each call."""
+"""What the engine takes and returns: items to embed and the results of each call.
+
+``LabelScore`` is the protocol's (the client returns the same type).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from service.protocol.model_info import LabelScore
 
 
 @dataclass(frozen=True)
@@ -35,14 +40,6 @@ class EmbedResult:
     def dimension(self) -> int:
         """Embedding size."""
         return int(self.embeddings.shape[1])
-
-
-@dataclass(frozen=True)
-class LabelScore:
-    """One label and its score (softmax probability, or logit on request)."""
-
-    label: str
-    score: float
 
 
 @dataclass(frozen=True)

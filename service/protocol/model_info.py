@@ -1,4 +1,5 @@
-"""``ModelInfo``: what the server reports about a served model (``GET /models``, gRPC ``ListModels``)."""
+"""What the server reports and the client reads back: ``ModelInfo`` (``GET /models``, gRPC ``ListModels``)
+and ``LabelScore`` (one label of a zero-shot result)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,11 @@ class ModelInfo:
     providers: tuple[str, ...] = ()  # ONNX Runtime execution providers actually in use
     fingerprint: str = ""  # hash of weights + preprocessing settings
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """One label and its score (softmax probability, or logit on request)."""
+
+    label: str
+    score: float
