@@ -159,6 +159,12 @@ class Engine:
         """The served models; the first is the default."""
         return [served.info for served in self._served]
 
+    def count_tokens(self, texts: Sequence[str], model: str | None = None) -> list[int]:
+        """Tokens per text as ``model``'s tokenizer makes them: start and end tokens included, at most
+        the context length (what the model reads). Tokenizes again (cached): call after ``embed``."""
+        served = self._model(model)
+        return [len(served.tokenizer.encode(text)) for text in texts]
+
     # -- calls --------------------------------------------------------------------------------
 
     async def embed(

@@ -20,7 +20,7 @@ from service.metrics import Metrics
 from service.rest.admission import AdmissionMiddleware
 from service.rest.errors import install_error_handlers
 from service.rest.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.rest.routes import classify, docs, embed, health, models, similarity
+from service.rest.routes import classify, docs, embed, health, models, openai, similarity
 from service.rest.routes.openapi import document_settings
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, metrics=metrics)  # added last: outermost
     install_error_handlers(app)
     document_settings(app, settings)
-    for module in (embed, classify, similarity, models, health, docs):
+    for module in (embed, classify, similarity, models, openai, health, docs):
         app.include_router(module.router)
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
     return app

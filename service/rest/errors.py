@@ -6,6 +6,10 @@
 - Starlette HTTP errors: 404 unknown path, 405, 401 bad API key, 413 body over ``max_body_bytes``
   (raised by the body-limit middleware while the body streams in).
 - Anything else: 500 with a generic message; the traceback goes to the log.
+
+Under ``/v1/`` (the OpenAI-compatible routes) the same errors have OpenAI's body,
+``{"error": {"message", "type", "param", "code"}}``: ``type`` OpenAI's class of error
+(``invalid_request_error``...), ``code`` the kind above, ``param`` the field at fault when known.
 """
 
 from __future__ import annotations
@@ -37,6 +41,30 @@ def error_response(
     """The JSON error body every error response has."""
     kind = kind or _TYPE_BY_STATUS.get(status, "error")
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status, headers=headers)
+
+
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPE_BY_STATUS = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
+def openai_error_response(
+    status: int, message: str, code: str | None = None, param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An error in OpenAI's body: ``{"error": {"message", "type", "param", "code"}}``."""
+    kind = _OPENAI_TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    body = {"message": message, "type": kind, "param": param, "code": code or _TYPE_BY_STATUS.get(status, "error")}
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _respond(
+    request: Request, status: int, message: str, kind: str | None = None,
+    headers: dict[str, str] | None = None, param: str | None = None,
+) -> JSONResponse:
+    """The native error body, or OpenAI's under ``/v1/``."""
+    if request.url.path.startswith(OPENAI_PREFIX):
+        return openai_error_response(status, message, kind, param, headers)
+    return error_response(status, message, kind, headers)
 
 
 def field_path(loc: Sequence[Any]) -> str:
@@ -76,13 +104,16 @@ async def _clipserve_error(request: Request, exc: Exception) -> JSONResponse:
     retry_after_s = exc.retry_after_s if exc.retry_after_s is not None else DEFAULT_RETRY_AFTER_S.get(exc.kind)
     if retry_after_s is not None:
         headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
-    return error_response(exc.http_status, exc.message, exc.kind.value, headers)
+    code = getattr(exc, "code", None) or exc.kind.value  # the OpenAI routes' errors name a code and param
+    return _respond(request, exc.http_status, exc.message, code, headers, getattr(exc, "param", None))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    status, message = validation_message(exc.errors())
-    return error_response(status, message)
+    errors = exc.errors()
+    status, message = validation_message(errors)
+    param = field_path(errors[0].get("loc", ())) if errors and status == 422 else None
+    return _respond(request, status, message, param=None if param == "body" else param)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -92,12 +123,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = f"no such endpoint: {request.method} {request.url.path}"
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
-    return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+    return _respond(request, exc.status_code, message, headers=getattr(exc, "headers", None))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal server error", ErrorKind.INTERNAL.value)
+    return _respond(request, 500, "internal server error", ErrorKind.INTERNAL.value)
 
 
 def install_error_handlers(app: FastAPI) -> None:
