@@ -76,6 +76,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, metrics=metrics)  # added last: outermost
     install_error_handlers(app)
     document_settings(app, settings)
+    openai.document_models(app)  # after document_settings: it rewrites what that one documents
     for module in (embed, classify, similarity, models, openai, health, docs):
         app.include_router(module.router)
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")

@@ -16,16 +16,18 @@ Errors here have OpenAI's body, ``{"error": {"message", "type", "param", "code"}
 from __future__ import annotations
 
 import base64
+import copy
 import time
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from service.engine import ImageItem, Item, TextItem
 from service.errors import ClipServeError, NotFound
 from service.protocol.errors import ErrorKind
+from service.protocol.model_info import ModelInfo
 from service.rest.deps import EngineDep, require_api_key
 from service.rest.disconnect import unless_disconnected
 from service.rest.routes.openapi import ENGINE_ERRORS, error_responses
@@ -80,7 +82,7 @@ ImageText = Annotated[str, WithJsonSchema({
     "type": "string", "format": "byte", "minLength": 1,
     "description": "An image as a data URI (data:image/png;base64,...) or plain base64.",
 })]
-PositiveInt = Annotated[int, BeforeValidator(json_integer), Field(ge=1)]
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(json_integer)]
 ModelName = Annotated[str, Field(min_length=1, description="A served model's id (GET /v1/models).")]
 Encoding = Annotated[
     Literal["float", "base64"],
@@ -168,6 +170,37 @@ class ModelList(BaseModel):
 
     object: Literal["list"] = "list"
     data: list[OpenAIModel]
+
+
+def _for_model(shape: dict[str, Any], info: ModelInfo) -> dict[str, Any]:
+    """A request shape for one served model: its name, and its dimension the one ``dimensions`` taken."""
+    shape = copy.deepcopy(shape)
+    shape["title"] = f"{shape.get('title', 'EmbeddingsRequest').strip('_')} ({info.name})"
+    properties = shape["properties"]
+    properties["model"] = {**properties["model"], "enum": [info.name]}
+    properties["dimensions"]["anyOf"][0] = {"type": "integer", "enum": [info.dimension]}
+    return shape
+
+
+def document_models(app: FastAPI) -> None:
+    """Make ``app``'s ``/openapi.json`` name the models ``/v1/embeddings`` serves, each with the one
+    ``dimensions`` it takes (once the engine serves them; before, any model and dimension)."""
+    generate = app.openapi
+    shapes: list[dict[str, Any]] = []  # the shapes as generated, before any rewrite
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        engine = getattr(app.state, "engine", None)
+        models = engine.models() if engine is not None else []
+        schema = document.get("components", {}).get("schemas", {}).get(EmbeddingsRequest.__name__)
+        if schema is None or not models:
+            return document
+        if not shapes:
+            shapes.extend(copy.deepcopy(schema["oneOf"]))
+        schema["oneOf"] = [_for_model(shape, info) for info in models for shape in shapes]
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def image_item(value: str, where: str) -> ImageItem:
