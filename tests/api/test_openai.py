@@ -166,3 +166,27 @@ def test_native_routes_keep_their_error_body(server: LiveServer) -> None:
     assert answer.status_code == 404 and set(answer.json()["error"]) == {"type", "message"}
     answer = httpx.post(f"{server.rest_url}/v1/embeddings", json={"input": "a"}, timeout=30)
     assert answer.status_code == 422 and answer.json()["error"]["param"] == "model"
+
+
+def test_openapi_names_each_models_dimensions(server: LiveServer) -> None:
+    document = httpx.get(f"{server.rest_url}/openapi.json", timeout=30).json()
+    shapes = document["components"]["schemas"]["EmbeddingsRequest"]["oneOf"]
+    assert [s["properties"]["modality"]["const"] for s in shapes] == ["text", "image"]
+    for shape in shapes:
+        assert shape["properties"]["model"]["enum"] == ["fake"]
+        assert shape["properties"]["dimensions"]["anyOf"][0]["enum"] == [DIM]
+    responses = document["paths"]["/v1/embeddings"]["post"]["responses"]
+    assert responses["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/OpenAIErrorResponse")
+
+
+def test_api_key_as_the_sdk_sends_it(tmp_path: Path) -> None:
+    write_model(tmp_path, "fake")
+    live = LiveServer(make_settings(tmp_path, api_key="s3cret")).start()
+    try:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            openai.OpenAI(base_url=f"{live.rest_url}/v1", api_key="wrong", max_retries=0).models.list()
+        assert error_of(caught.value)["type"] == "authentication_error"
+        good = openai.OpenAI(base_url=f"{live.rest_url}/v1", api_key="s3cret", max_retries=0)
+        assert len(good.embeddings.create(model="fake", input="a").data[0].embedding) == DIM
+    finally:
+        live.stop()
