@@ -158,7 +158,8 @@ def test_image_urls_and_token_ids_are_refused_clearly(client: openai.OpenAI) -> 
     assert error_of(caught.value)["message"].startswith("input[0]: invalid base64")
     with pytest.raises(openai.UnprocessableEntityError) as caught:
         client.embeddings.create(model="fake", input=[b64(b"not an image")], extra_body={"modality": "image"})
-    assert error_of(caught.value)["message"].startswith("input[0]: ")
+    error = error_of(caught.value)
+    assert error["message"].startswith("input[0]: not an image") and error["param"] == "input"
 
 
 def test_native_routes_keep_their_error_body(server: LiveServer) -> None:

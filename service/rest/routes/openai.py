@@ -254,6 +254,10 @@ async def embeddings(body: EmbeddingsRequest, engine: EngineDep, request: Reques
         result = await unless_disconnected(request, engine.embed(items, model=body.model, field="input"))
     except NotFound as exc:
         raise OpenAIRequestError(exc.message, ErrorKind.NOT_FOUND, "model", "model_not_found") from None
+    except ClipServeError as exc:  # an item's error ("input[2]: not an image..."): name the field
+        if not exc.message.startswith("input"):
+            raise
+        raise OpenAIRequestError(exc.message, exc.kind, "input") from None
     check_dimensions(body.dimensions, result.dimension)
     tokens = sum(engine.count_tokens(inputs, body.model)) if body.modality == "text" else 0
     rows: list[Any] = vectors(result.embeddings, body.encoding_format)
