@@ -58,9 +58,10 @@ from tests.api.helpers import b64, make_settings, photo, serve, write_model
 # Examples per operation and phase: about 670 requests, ~20 s on two cores.
 MAX_EXAMPLES = 30
 SEED = 20240601  # the same cases each run: a failure here reproduces
-# A 422 about an image's content, naming the item: what base64 that is not an image gets.
+# A 422 about an image's content, naming the item (`input[i]` on the OpenAI route): what base64
+# that is not an image gets.
 IMAGE_CONTENT = re.compile(
-    r"^(inputs|images|left|right)\[\d+\]: (not an image|image is empty|cannot decode|cannot read the image header"
+    r"^(inputs?|images|left|right)\[\d+\]: (not an image|image is empty|cannot decode|cannot read the image header"
     r"|cannot preprocess|image has no pixels|not a valid image)"
 )
 
