@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import logging
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 
+@functools.cache  # find_library runs ldconfig: once per process, not at every trim
 def _glibc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     try:

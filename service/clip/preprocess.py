@@ -32,13 +32,16 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.clip.model_config import OPENAI_MEAN, OPENAI_STD, ModelConfig
 from service.errors import InvalidInput, LimitExceeded
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 Box = tuple[float, float, float, float]
 
@@ -113,6 +116,16 @@ class ImagePreprocessor:
         self.formats = tuple(f for f in formats if f in Image.OPEN)  # Image.open fails on unknown names
         self._resample = _RESAMPLE[config.interpolation]
         self._table = normalize_table(config.mean, config.std)
+
+    @classmethod
+    def serving(cls, model: ModelConfig, settings: Settings) -> ImagePreprocessor:
+        """The preprocessing the server gives ``model``: its config's, with the settings' image limits."""
+        return cls(
+            PreprocessConfig.from_model_config(model),
+            max_pixels=settings.max_image_pixels,
+            max_bytes=settings.max_image_bytes,
+            draft=settings.jpeg_draft,
+        )
 
     def __call__(self, data: bytes) -> np.ndarray:
         """Decode and preprocess: ``(3, S, S)`` float32."""

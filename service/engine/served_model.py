@@ -19,7 +19,7 @@ import numpy as np
 
 from service.batching.batcher import Batcher, BatcherConfig, ComputeFn
 from service.clip.model_config import ModelConfig
-from service.clip.preprocess import ImagePreprocessor, PreprocessConfig
+from service.clip.preprocess import ImagePreprocessor
 from service.clip.tokenizer import Tokenizer, pad_batch
 from service.config import Settings
 from service.metrics import Metrics
@@ -115,12 +115,7 @@ class ServedModel:
         self.info: ModelInfo = self.backends[0].info
         self.name = self.info.name
         self.tokenizer = shared_tokenizer(self.info.context_length)
-        self.preprocessor = ImagePreprocessor(
-            PreprocessConfig.from_model_config(self.config),
-            max_pixels=settings.max_image_pixels,
-            max_bytes=settings.max_image_bytes,
-            draft=settings.jpeg_draft,
-        )
+        self.preprocessor = ImagePreprocessor.serving(self.config, settings)
         knobs = BatcherConfig(
             settings.max_batch_size, settings.max_delay_ms, settings.queue_size, settings.adaptive_batching
         )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service.clip.model_config import ModelConfig
-from service.clip.preprocess import ImagePreprocessor, PreprocessConfig
+from service.clip.preprocess import ImagePreprocessor
 from service.clip.tokenizer import Tokenizer, pad_batch
 from service.runtime.base import Backend
 
@@ -33,12 +33,7 @@ class ServingModel:
         # A backend may complete the config from the weights (image size, mean/std...): use its copy.
         self.config: ModelConfig = getattr(backend, "config", config)
         self.tokenizer = Tokenizer(self.config.context_length)
-        self.preprocessor = ImagePreprocessor(
-            PreprocessConfig.from_model_config(self.config),
-            max_pixels=settings.max_image_pixels,
-            max_bytes=settings.max_image_bytes,
-            draft=settings.jpeg_draft,
-        )
+        self.preprocessor = ImagePreprocessor.serving(self.config, settings)
 
     @classmethod
     def load(cls, name: str, settings: Settings) -> ServingModel:
