@@ -119,6 +119,19 @@ def test_debug_log_level_shows_the_traceback() -> None:
         ([], {"CLIPSERVE_DEVICE": "tpu"}, "CLIPSERVE_DEVICE=tpu"),
         (["--device", "cuda:x"], {}, "--device cuda:x"),
         ([], {"CLIPSERVE_LOG_LEVEL": "LOUD"}, "CLIPSERVE_LOG_LEVEL=LOUD"),
+        # the admission, zero-shot, timeout and memory settings of the overload work
+        (["--max-prompts", "0"], {}, "--max-prompts 0"),
+        ([], {"CLIPSERVE_MAX_PROMPT_CHARS": "-5"}, "CLIPSERVE_MAX_PROMPT_CHARS=-5"),
+        (["--max-class-jobs", "0"], {}, "--max-class-jobs 0"),
+        (["--max-items-in-flight", "0"], {}, "--max-items-in-flight 0"),
+        ([], {"CLIPSERVE_MAX_REQUESTS_IN_FLIGHT": "many"}, "CLIPSERVE_MAX_REQUESTS_IN_FLIGHT=many"),
+        (["--max-body-bytes-in-flight", "0"], {}, "--max-body-bytes-in-flight 0"),
+        (["--body-timeout-s", "0"], {}, "--body-timeout-s 0"),
+        (["--header-timeout-s", "-1"], {}, "--header-timeout-s -1"),
+        (["--keep-alive-timeout-s", "0"], {}, "--keep-alive-timeout-s 0"),
+        (["--backlog", "0"], {}, "--backlog 0"),
+        (["--max-connections", "-1"], {}, "--max-connections -1"),
+        ([], {"CLIPSERVE_MALLOC_ARENA_MAX": "-1"}, "CLIPSERVE_MALLOC_ARENA_MAX=-1"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line_naming_them_as_written(
