@@ -21,6 +21,7 @@ REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = "clipserve-demo"
 DEVICE_PATTERN = r"^(cpu|cuda(:\d+)?)$"
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+ORIGIN_PATTERN = r"https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?"  # what a browser sends as Origin
 
 
 class SettingError(ValueError):
@@ -162,6 +163,26 @@ class Settings(BaseSettings):
     def api_key_set(self) -> ApiKeys:
         """The accepted API keys (empty: none needed); reads ``api_key_file`` (ValueError if it is gone)."""
         return load_api_keys(self.api_key, self.api_keys, self.api_key_file)
+
+    # Browsers
+    playground: bool = Field(True, description="Serve the web playground at / (off: / answers 404).")
+    cors_origins: str = Field(
+        "", description="Origins that browsers may call the API from, comma-separated (https://app.example.com; "
+        "* for any); empty: no CORS.",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins_are_origins(cls, value: str) -> str:
+        """Each is ``*`` or ``scheme://host[:port]``, nothing more (a browser's Origin never has a path)."""
+        for origin in (o.strip() for o in value.split(",") if o.strip()):
+            if origin != "*" and not re.fullmatch(ORIGIN_PATTERN, origin):
+                raise ValueError(f"{origin!r} is not an origin (http(s)://host[:port], no path, or *)")
+        return value
+
+    def cors_origin_list(self) -> list[str]:
+        """The allowed CORS origins (empty: CORS off)."""
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     # Operations
     drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, longest wait for in-flight work.")

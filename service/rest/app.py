@@ -22,6 +22,7 @@ from service.rest.errors import install_error_handlers
 from service.rest.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.rest.routes import classify, docs, embed, health, models, openai, similarity
 from service.rest.routes.openapi import document_settings
+from service.rest.routes.playground import install as install_playground
 
 log = logging.getLogger(__name__)
 
@@ -80,4 +81,5 @@ def create_app(
     for module in (embed, classify, similarity, models, openai, health, docs):
         app.include_router(module.router)
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
+    install_playground(app, settings)  # the page at / and CORS: last, so CORS wraps all the middleware
     return app
