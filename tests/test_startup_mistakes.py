@@ -132,6 +132,8 @@ def test_debug_log_level_shows_the_traceback() -> None:
         (["--backlog", "0"], {}, "--backlog 0"),
         (["--max-connections", "-1"], {}, "--max-connections -1"),
         ([], {"CLIPSERVE_MALLOC_ARENA_MAX": "-1"}, "CLIPSERVE_MALLOC_ARENA_MAX=-1"),
+        (["--cors-origins", "https://app.example/ui"], {}, "--cors-origins https://app.example/ui"),
+        ([], {"CLIPSERVE_CORS_ORIGINS": "app.example"}, "CLIPSERVE_CORS_ORIGINS=app.example"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line_naming_them_as_written(

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.api.browser import browser, trap  # noqa: F401 (fixtures of the browser tests)
 from tests.api.helpers import make_settings, serve, write_model
 
 
