@@ -225,7 +225,6 @@
       const bars = document.createElement("ol");
       bars.className = "bars";
       bars.setAttribute("aria-label", `Top labels for ${image.name}`);
-      const top = Math.max(...result.labels.map((l) => l.score), 1e-9);
       for (const { label, score } of result.labels) {
         const row = document.createElement("li");
         row.className = "bar-row";
@@ -233,7 +232,8 @@
           + '<span class="score"></span>';
         row.querySelector(".label").textContent = label;
         row.querySelector(".label").title = label;
-        row.querySelector(".bar").style.width = `${Math.max(0, (100 * score) / top).toFixed(1)}%`;
+        // The page asks for probabilities: a bar is the label's share of the whole.
+        row.querySelector(".bar").style.width = `${Math.min(100, Math.max(0, 100 * score)).toFixed(1)}%`;
         row.querySelector(".bar").style.display = "block";
         row.querySelector(".score").textContent = score.toFixed(3);
         bars.append(row);
