@@ -51,7 +51,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             duration = time.perf_counter() - begin
-            route = getattr(scope.get("route"), "path", "/unmatched").lstrip("/")
+            route = getattr(scope.get("route"), "path", "/unmatched").lstrip("/") or "root"  # / is the playground
             if not ctx.counted:
                 self.metrics.requests.labels(route=route, protocol="rest", status=str(status)).inc()
                 self.metrics.request_duration.labels(route=route, protocol="rest").observe(duration)

@@ -72,6 +72,8 @@ def test_the_page_and_its_files_are_served_by_default(default_server: ServerProc
         answer = httpx.get(f"{default_server.url}/{asset}", timeout=10)
         assert answer.status_code == 200, asset
         assert answer.content == (playground.folder() / Path(asset).name).read_bytes()
+    metrics = httpx.get(default_server.url + "/metrics", timeout=10).text
+    assert 'clipserve_requests_total{protocol="rest",route="root",status="200"}' in metrics  # not route=""
 
 
 def test_cors_is_off_by_default(default_server: ServerProcess) -> None:

@@ -1,10 +1,12 @@
 """The playground in a real browser: headless Chromium (tests/api/browser.py) on the real server.
 
 With the demo model: load ``/``, upload a CIFAR-10 test JPEG, type the ten CIFAR-10 labels, classify;
-the labels and scores shown are ``/classify``'s for the same image and labels. Then the similarity
-view with 2 images x 3 texts: a 2 x 3 matrix showing ``/similarity``'s cosines (rounded as shown).
-Screenshots land in the test's ``tmp_path``; no request of the page left 127.0.0.1. With API keys
-(fake model): the page shows the key field, and once given a key it lists the model.
+the labels and scores shown are ``/classify``'s for the same image and labels, and then for the
+built-in ``cifar10`` label set. Then the similarity view with 2 images x 3 texts: a 2 x 3 matrix
+showing ``/similarity``'s cosines (rounded as shown). Screenshots land in the test's ``tmp_path``; no
+request of the page left 127.0.0.1. With API keys (two fake models): the page shows the key field,
+says when a key is refused, lists both models once given the right one (the picker shows each one's
+dimension), and shows the API's own message for an image that does not decode.
 Skips, saying why, without a browser, the demo model or the shared CIFAR-10.
 """
 
@@ -95,6 +97,8 @@ def test_classify_then_similarity_match_the_api(
     demo_server: ServerProcess, cifar_files: list[Path], browser: Any, trap: Trap, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     labels = list(get_label_set("cifar10").classes)
     assert len(labels) == 10
@@ -117,6 +121,17 @@ def test_classify_then_similarity_match_the_api(
         assert label == want["label"] and abs(float(score) - want["score"]) <= 5e-4 + 1e-9, (shown, expected)
     assert "ms" in browser.find_element(By.ID, "classify-latency").text
     assert browser.save_screenshot(str(tmp_path / "classify.png"))
+
+    # The built-in label set instead (the page lists the sets from /openapi.json).
+    Select(browser.find_element(By.ID, "label-set")).select_by_value("cifar10")
+    assert not browser.find_element(By.ID, "labels").is_enabled()
+    browser.find_element(By.ID, "classify-run").click()
+    WebDriverWait(browser, RENDER_TIMEOUT_S).until(staleness_of(rows[0]), message="the results never changed")
+    rows = wait_for(browser, "#classify-results .bar-row", TOP_K, f"no results; page says: {page_error(browser)}")
+    expected = httpx.post(demo_server.url + "/classify", timeout=60, json={
+        "images": [b64(cifar_files[0])], "label_set": "cifar10", "top_k": TOP_K,
+    }).json()["results"][0]["labels"]
+    assert [r.find_element(By.CLASS_NAME, "label").text for r in rows] == [e["label"] for e in expected]
 
     upload(browser, cifar_files[1:], 2)
     browser.find_element(By.ID, "tab-similarity").click()
@@ -144,8 +159,9 @@ def test_classify_then_similarity_match_the_api(
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp_path = tmp_path_factory.mktemp("playground_keys")
     write_model(tmp_path, "fake")
+    write_model(tmp_path, "fake-b", embed_dim=16)
     proc = ServerProcess(
-        tmp_path / "server.log", "--model", "fake", "--model-dir", str(tmp_path), "--no-warmup",
+        tmp_path / "server.log", "--model", "fake,fake-b", "--model-dir", str(tmp_path), "--no-warmup",
         env={**os.environ, "CLIPSERVE_API_KEY": KEY},
     )
     try:
@@ -155,9 +171,11 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
         proc.stop()
 
 
-def test_with_api_keys_the_page_asks_for_one_and_then_works(keyed_server: ServerProcess, browser: Any) -> None:
+def test_with_api_keys_the_page_asks_for_one_then_picks_models_and_shows_api_errors(
+    keyed_server: ServerProcess, browser: Any, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     browser.get(keyed_server.url + "/")
     field = wait_for(browser, "#key-section:not([hidden]) #api-key", 1, "the API-key field never showed")[0]
@@ -168,5 +186,16 @@ def test_with_api_keys_the_page_asks_for_one_and_then_works(keyed_server: Server
     field.clear()
     field.send_keys(KEY)
     browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
-    wait_for(browser, "#model option[value=fake]", 1, f"no model listed; page says: {page_error(browser)}")
+    wait_for(browser, "#model option", 2, f"the two models never listed; page says: {page_error(browser)}")
     assert page_error(browser) == ""
+    assert "32-d" in browser.find_element(By.ID, "model-info").text
+    Select(browser.find_element(By.ID, "model")).select_by_value("fake-b")
+    assert "16-d" in browser.find_element(By.ID, "model-info").text
+
+    bogus = tmp_path / "bogus.jpg"
+    bogus.write_bytes(b"not an image at all")
+    upload(browser, [bogus], 1)
+    browser.find_element(By.ID, "labels").send_keys("cat, dog")
+    browser.find_element(By.ID, "classify-run").click()
+    WebDriverWait(browser, RENDER_TIMEOUT_S).until(lambda d: "HTTP 422" in page_error(d), message="no error shown")
+    assert "images[0]: not an image" in page_error(browser)

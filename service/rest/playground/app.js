@@ -49,6 +49,7 @@
     const box = $("error");
     box.textContent = message;
     box.hidden = !message;
+    if (message) box.scrollIntoView({ block: "nearest" });
   }
 
   // --- Models, label sets, API key ------------------------------------------------------------------
@@ -110,6 +111,8 @@
     loadModels();
   });
   $("model").addEventListener("change", showModelInfo);
+  // A label set replaces the typed labels: say so by disabling them.
+  $("label-set").addEventListener("change", () => { $("labels").disabled = Boolean($("label-set").value); });
 
   // --- Images ---------------------------------------------------------------------------------------
 
