@@ -198,4 +198,4 @@ def test_with_api_keys_the_page_asks_for_one_then_picks_models_and_shows_api_err
     browser.find_element(By.ID, "labels").send_keys("cat, dog")
     browser.find_element(By.ID, "classify-run").click()
     WebDriverWait(browser, RENDER_TIMEOUT_S).until(lambda d: "HTTP 422" in page_error(d), message="no error shown")
-    assert "images[0]: not an image" in page_error(browser)
+    assert "images[0] (bogus.jpg): not an image" in page_error(browser)

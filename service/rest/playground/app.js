@@ -188,6 +188,7 @@
 
   // Runs one call for a form's button: disables it meanwhile, shows the latency or the error.
   async function run(button, latency, path, body, render) {
+    const names = state.images.map((im) => im.name);  // as sent: the API names an image by its index
     showError("");
     button.disabled = true;
     latency.textContent = "working…";
@@ -197,7 +198,7 @@
       render(answer);
     } catch (err) {
       latency.textContent = "";
-      showError(err.message);
+      showError(err.message.replace(/images\[(\d+)\]/g, (m, i) => (names[i] ? `${m} (${names[i]})` : m)));
     } finally {
       button.disabled = false;
     }
