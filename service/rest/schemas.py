@@ -33,6 +33,8 @@ from pydantic_core import CoreSchema
 
 from service.clip.labelsets import label_set_names
 from service.config import Settings
+from service.engine import ImageItem, ImageUrl
+from service.protocol.image_url import looks_like_url
 
 # A 1x1 red PNG: a valid image for the examples.
 EXAMPLE_IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
@@ -71,6 +73,18 @@ def decode_base64(value: Any) -> bytes:
         raise ValueError(f"invalid base64: {exc}") from None
 
 
+def decode_image(value: Any) -> bytes | ImageUrl:
+    """An image field: a URL (``scheme://...``; base64 has no ``:``) for the server to fetch, else base64."""
+    if isinstance(value, str) and looks_like_url(value):
+        return ImageUrl(value)
+    return decode_base64(value)
+
+
+def image_item(value: bytes | ImageUrl) -> ImageItem | ImageUrl:
+    """An image field's value as an engine item."""
+    return value if isinstance(value, ImageUrl) else ImageItem(value)
+
+
 def json_integer(value: Any) -> int:
     """An integer as JSON Schema has it: a number without a fractional part (``2.0`` too), not a string."""
     if isinstance(value, float) and value.is_integer():
@@ -82,13 +96,20 @@ def json_integer(value: Any) -> int:
 
 JsonInt = Annotated[int, BeforeValidator(json_integer)]
 Base64Image = Annotated[
-    bytes,
-    BeforeValidator(decode_base64),
-    WithJsonSchema({
-        "type": "string", "format": "byte", "contentEncoding": "base64", "contentMediaType": "image/*",
-        "minLength": 1, "description": "An encoded image (JPEG, PNG...), base64. Whether it decodes is checked "
-        "when it is read: 422 (invalid_argument) when it does not, 413 past max_image_bytes or max_image_pixels.",
-    }),
+    bytes | ImageUrl,
+    BeforeValidator(decode_image),
+    WithJsonSchema({"anyOf": [
+        {
+            "type": "string", "format": "byte", "contentEncoding": "base64", "contentMediaType": "image/*",
+            "minLength": 1, "description": "An encoded image (JPEG, PNG...), base64. Whether it decodes is checked "
+            "when it is read: 422 (invalid_argument) when it does not, 413 past max_image_bytes or max_image_pixels.",
+        },
+        {
+            "type": "string", "format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+            "description": "An image's http(s) URL, fetched by the server (public addresses only unless configured; "
+            "docs/api.md#image-urls): 422 when it is refused or cannot be fetched, 413 past max_image_bytes.",
+        },
+    ]}),
 ]
 # Texts, labels and templates: at most max_text_chars characters; a label has a character that is not
 # whitespace as str.strip() has it (ECMA's \S differs), a template a '{}' for the label (the engine's checks).
@@ -134,7 +155,7 @@ class TextInput(_Body):
 class ImageInput(_Body):
     """An input that is an image."""
 
-    image: Base64Image = Field(description="A base64-encoded image to embed.")
+    image: Base64Image = Field(description="A base64-encoded image, or its http(s) URL, to embed.")
     text: None = Field(None, description="Absent or null.")
 
 
@@ -144,7 +165,7 @@ class InputItem(_Shaped):
     shapes = (TextInput, ImageInput)
 
     text: str | None = Field(None, description="A text to embed.")
-    image: Base64Image | None = Field(None, description="A base64-encoded image to embed.")
+    image: Base64Image | None = Field(None, description="A base64-encoded image, or its http(s) URL, to embed.")
 
     @model_validator(mode="after")
     def _one_of(self) -> InputItem:
@@ -195,7 +216,7 @@ class EmbedResponse(BaseModel):
 class _ClassifyCommon(_Body):
     model: str | None = Field(None, description="Model id; the server's default when omitted.")
     images: list[Base64Image] = Field(
-        description="base64-encoded images; one result per image, in order.", json_schema_extra=ITEMS
+        description="base64-encoded images or http(s) URLs; one result per image, in order.", json_schema_extra=ITEMS
     )
     templates: Annotated[list[Template], Field(json_schema_extra=bounds(maxItems="max_labels"))] | None = Field(
         None, description="Prompt templates with '{}' for the label; the embeddings of all templates are averaged. "
@@ -315,7 +336,7 @@ class SimilarityRequest(_Shaped):
     model: str | None = Field(None, description="Model id; the server's default when omitted.")
     left: list[InputItem] | None = Field(None, description="Rows of the matrices (texts and/or images).")
     right: list[InputItem] | None = Field(None, description="Columns of the matrices (texts and/or images).")
-    images: list[Base64Image] | None = Field(None, description="Simple form: base64 images (the rows).")
+    images: list[Base64Image] | None = Field(None, description="Simple form: base64 images or URLs (the rows).")
     texts: list[str] | None = Field(None, description="Simple form: texts (the columns).")
 
     @model_validator(mode="after")
