@@ -95,7 +95,7 @@ class ClipServicer(pb_grpc.ClipServiceServicer):
 
         async def call() -> pb.ClassifyResponse:
             result = await self._engine.classify(
-                list(request.images),
+                convert.classify_images(request),
                 labels=list(request.labels) or None,
                 templates=list(request.templates) or None,
                 label_set=request.label_set or None,
