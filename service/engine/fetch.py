@@ -119,14 +119,9 @@ class ImageFetcher:
         current = url
         for _ in range(self.settings.image_url_max_redirects + 1):
             target = parse_url(current)
-            address = await self._address(target, current)
+            addresses = await self._addresses(target, current)
             async with self._client() as client:
-                request = client.build_request(
-                    "GET", target.copy_with(host=str(address)),
-                    headers={"Host": target.netloc.decode("ascii"), "Accept": "image/*"},
-                    extensions={"sni_hostname": target.raw_host.decode("ascii")},
-                )
-                response = await self._send(client, request, current)
+                response = await self._connect(client, target, addresses, current)
                 try:
                     location = response.headers.get("location")
                     if response.status_code in REDIRECTS and location:
@@ -141,6 +136,27 @@ class ImageFetcher:
         limit = self.settings.image_url_max_redirects
         raise FetchError("redirects", f"{url}: too many redirects (more than {limit}, image_url_max_redirects)")
 
+    async def _connect(
+        self, client: httpx.AsyncClient, target: httpx.URL, addresses: Sequence[Address], url: str
+    ) -> httpx.Response:
+        """GET ``target`` from the first of the checked ``addresses`` that takes the connection: the URL's
+        name goes as ``Host`` and as TLS SNI (and the certificate is checked for it)."""
+        error: FetchError | None = None
+        for address in addresses:
+            request = client.build_request(
+                "GET", target.copy_with(host=str(address)),
+                headers={"Host": target.netloc.decode("ascii"), "Accept": "image/*"},
+                extensions={"sni_hostname": target.raw_host.decode("ascii")},
+            )
+            try:
+                return await self._send(client, request, url)
+            except FetchError as exc:
+                if exc.reason != "connect":
+                    raise
+                error = exc
+        assert error is not None
+        raise error
+
     async def _send(self, client: httpx.AsyncClient, request: httpx.Request, url: str) -> httpx.Response:
         """Send ``request``, streaming; transport failures as FetchError."""
         try:
@@ -149,27 +165,30 @@ class ImageFetcher:
             timeout = self.settings.image_url_connect_timeout_s
             raise FetchError("connect", f"{url}: cannot connect within {timeout:g} s "
                              "(image_url_connect_timeout_s)") from None
+        except httpx.ConnectError as exc:
+            raise FetchError("connect", f"{url}: cannot connect: {exc}") from None
         except httpx.TimeoutException:
             raise TimeoutError from None
         except httpx.HTTPError as exc:
-            raise FetchError("connect", f"{url}: cannot fetch: {type(exc).__name__}: {exc}") from None
+            raise FetchError("http_error", f"{url}: cannot fetch: {type(exc).__name__}: {exc}") from None
 
-    async def _address(self, target: httpx.URL, url: str) -> Address:
-        """The address to connect to: ``target``'s host resolved once, every address it has checked."""
+    async def _addresses(self, target: httpx.URL, url: str) -> list[Address]:
+        """``target``'s host resolved once, every address checked: each must be admitted by
+        ``image_url_allowed_hosts`` (by name or network) or by the address policy."""
         host = target.host
         try:
             addresses = [ipaddress.ip_address(host)]
         except ValueError:
             addresses = await resolve(target.raw_host.decode("ascii"), target.port or default_port(target), url)
-        if any(self.allowed.admits(host, address) for address in addresses):
-            return addresses[0]
         for address in addresses:
+            if self.allowed.admits(host, address):
+                continue
             why = refusal(address, self.settings.image_url_allow_private)
             if why is not None:
-                named = f"{host} resolves to {address}" if str(address) != host else str(address)
-                raise FetchError("refused_address", f"{url}: refused: {named} is a {why} address (not fetched; "
+                named = f"{host} resolves to {address}, a" if str(address) != host else f"{address} is a"
+                raise FetchError("refused_address", f"{url}: refused: {named} {why} address (not fetched; "
                                  "image_url_allowed_hosts or image_url_allow_private admit such addresses)")
-        return addresses[0]
+        return addresses
 
     async def _body(self, response: httpx.Response, url: str) -> bytes:
         """The body, read as it streams and dropped past ``max_image_bytes``; it must be an image."""
