@@ -48,10 +48,10 @@ class Handler(BaseHTTPRequestHandler):
 
     server: ImageServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         """Answer by path."""
         self.server.paths.append(self.path)
         path = urlsplit(self.path).path

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ def images() -> Iterator[ImageServer]:
         yield server
 
 
+@contextmanager
 def live(tmp_path_factory: pytest.TempPathFactory, **settings: Any) -> Iterator[LiveServer]:
+    """A live server on a fake model, with ``FAST`` and ``settings``."""
     repo: Path = tmp_path_factory.mktemp("models")
     write_model(repo, "fake")
     server = LiveServer(make_settings(repo, **{**FAST, **settings})).start()
@@ -56,13 +59,15 @@ def live(tmp_path_factory: pytest.TempPathFactory, **settings: Any) -> Iterator[
 @pytest.fixture(scope="module")
 def allowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A live server that admits 127.0.0.1."""
-    yield from live(tmp_path_factory, image_url_allowed_hosts="127.0.0.1")
+    with live(tmp_path_factory, image_url_allowed_hosts="127.0.0.1") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def default(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A live server with the default address policy."""
-    yield from live(tmp_path_factory)
+    with live(tmp_path_factory) as server:
+        yield server
 
 
 def embed(server: LiveServer, inputs: list[dict[str, str]], status: int = 200) -> Any:
@@ -188,19 +193,18 @@ def test_failures_are_4xx_naming_the_url(
 def test_fetches_in_flight_are_bounded(tmp_path_factory: pytest.TempPathFactory) -> None:
     """With one fetch allowed at a time, a second request with a URL is refused (429, Retry-After) while
     the first waits on a slow origin; afterwards URLs are fetched again."""
-    with image_server({"a.jpg": JPEG}) as slow_images:
-        for server in live(tmp_path_factory, image_url_allowed_hosts="127.0.0.1", image_url_max_in_flight=1,
-                           image_url_timeout_s=30.0):
-            first: dict[str, Any] = {}
-            thread = threading.Thread(target=lambda: first.update(error=embed(
-                server, [{"image": slow_images.url("/slow")}], status=422)))
-            thread.start()
-            assert slow_images.slow_started.wait(30)
-            answer = httpx.post(f"{server.rest_url}/embed", timeout=30,
-                                json={"inputs": [{"image": slow_images.url("/img/a.jpg")}]})
-            assert answer.status_code == 429 and answer.headers["Retry-After"] == "1", answer.text
-            assert "image_url_max_in_flight 1" in answer.json()["error"]["message"]
-            slow_images.release.set()  # the slow answer ends short of its Content-Length: the first fails
-            thread.join(30)
-            assert "/img/a.jpg" not in slow_images.paths and first["error"]["type"] == "invalid_argument"
-            close(embed(server, [{"image": slow_images.url("/img/a.jpg")}]), embed(server, [{"image": b64(JPEG)}]))
+    settings = {"image_url_allowed_hosts": "127.0.0.1", "image_url_max_in_flight": 1, "image_url_timeout_s": 30.0}
+    with image_server({"a.jpg": JPEG}) as slow_images, live(tmp_path_factory, **settings) as server:
+        first: dict[str, Any] = {}
+        slow = [{"image": slow_images.url("/slow")}]
+        thread = threading.Thread(target=lambda: first.update(error=embed(server, slow, status=422)))
+        thread.start()
+        assert slow_images.slow_started.wait(30)
+        answer = httpx.post(f"{server.rest_url}/embed", timeout=30,
+                            json={"inputs": [{"image": slow_images.url("/img/a.jpg")}]})
+        assert answer.status_code == 429 and answer.headers["Retry-After"] == "1", answer.text
+        assert "image_url_max_in_flight 1" in answer.json()["error"]["message"]
+        slow_images.release.set()  # the slow answer ends short of its Content-Length: the first fails
+        thread.join(30)
+        assert "/img/a.jpg" not in slow_images.paths and first["error"]["type"] == "invalid_argument"
+        close(embed(server, [{"image": slow_images.url("/img/a.jpg")}]), embed(server, [{"image": b64(JPEG)}]))
