@@ -14,8 +14,6 @@ what no schema can say (an image that does not decode, an unknown model, capacit
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -25,7 +23,6 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     StrictBool,
-    WithJsonSchema,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
@@ -33,8 +30,9 @@ from pydantic_core import CoreSchema
 
 from service.clip.labelsets import label_set_names
 from service.config import Settings
-from service.engine import ImageItem, ImageUrl
-from service.protocol.image_url import looks_like_url
+from service.rest.image_field import Base64Image, decode_base64, image_item
+
+__all__ = ["Base64Image", "decode_base64", "image_item"]  # the image field's, used beside these bodies
 
 # A 1x1 red PNG: a valid image for the examples.
 EXAMPLE_IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
@@ -61,30 +59,6 @@ def document_limits(schema: Any, settings: Settings) -> Any:
     return schema
 
 
-def decode_base64(value: Any) -> bytes:
-    """Decode a base64 image string; raise ValueError with a clear reason."""
-    if not isinstance(value, str):
-        raise ValueError(f"expected a base64 string, got {type(value).__name__}")
-    if value.startswith("data:"):
-        value = value.partition(",")[2]
-    try:
-        return base64.b64decode("".join(value.split()), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"invalid base64: {exc}") from None
-
-
-def decode_image(value: Any) -> bytes | ImageUrl:
-    """An image field: a URL (``scheme://...``; base64 has no ``:``) for the server to fetch, else base64."""
-    if isinstance(value, str) and looks_like_url(value):
-        return ImageUrl(value)
-    return decode_base64(value)
-
-
-def image_item(value: bytes | ImageUrl) -> ImageItem | ImageUrl:
-    """An image field's value as an engine item."""
-    return value if isinstance(value, ImageUrl) else ImageItem(value)
-
-
 def json_integer(value: Any) -> int:
     """An integer as JSON Schema has it: a number without a fractional part (``2.0`` too), not a string."""
     if isinstance(value, float) and value.is_integer():
@@ -95,22 +69,6 @@ def json_integer(value: Any) -> int:
 
 
 JsonInt = Annotated[int, BeforeValidator(json_integer)]
-Base64Image = Annotated[
-    bytes | ImageUrl,
-    BeforeValidator(decode_image),
-    WithJsonSchema({"anyOf": [
-        {
-            "type": "string", "format": "byte", "contentEncoding": "base64", "contentMediaType": "image/*",
-            "minLength": 1, "description": "An encoded image (JPEG, PNG...), base64. Whether it decodes is checked "
-            "when it is read: 422 (invalid_argument) when it does not, 413 past max_image_bytes or max_image_pixels.",
-        },
-        {
-            "type": "string", "format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
-            "description": "An image's http(s) URL, fetched by the server (public addresses only unless configured; "
-            "docs/api.md#image-urls): 422 when it is refused or cannot be fetched, 413 past max_image_bytes.",
-        },
-    ]}),
-]
 # Texts, labels and templates: at most max_text_chars characters; a label has a character that is not
 # whitespace as str.strip() has it (ECMA's \S differs), a template a '{}' for the label (the engine's checks).
 NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
