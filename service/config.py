@@ -201,8 +201,8 @@ class Settings(BaseSettings):
         "(100.64/10) addresses; link-local (169.254/16, cloud metadata) stays refused unless an allowed host.",
     )
     image_url_allowed_hosts: str = Field(
-        "", description="Hosts, addresses or CIDRs, comma-separated, fetched from whatever address they have "
-        "(e.g. 127.0.0.1,10.1.0.0/16,images.internal).",
+        "", description="Image URL hosts admitted whatever their address, comma-separated: host names, addresses "
+        "or CIDR networks (e.g. 127.0.0.1,10.1.0.0/16,images.internal).",
     )
     image_url_connect_timeout_s: float = Field(5.0, gt=0, description="Longest wait to connect to an image URL's host.")
     image_url_timeout_s: float = Field(

@@ -12,6 +12,10 @@ from pydantic import BeforeValidator, WithJsonSchema
 from service.engine import ImageItem, ImageUrl
 from service.protocol.image_url import looks_like_url
 
+# In a schema: the setting that must be on for this alternative to be accepted (the app's document drops it
+# when off: ``schemas.document_limits``).
+SETTING_KEY = "x-clipserve-setting"
+
 
 def decode_base64(value: Any) -> bytes:
     """Decode a base64 image string; raise ValueError with a clear reason."""
@@ -47,7 +51,7 @@ Base64Image = Annotated[
             "when it is read: 422 (invalid_argument) when it does not, 413 past max_image_bytes or max_image_pixels.",
         },
         {
-            "type": "string", "format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+            "type": "string", "format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://", SETTING_KEY: "image_urls",
             "description": "An image's http(s) URL, fetched by the server (public addresses only unless configured; "
             "docs/api.md#image-urls): 422 when it is refused or cannot be fetched, 413 past max_image_bytes.",
         },

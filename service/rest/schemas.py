@@ -30,7 +30,7 @@ from pydantic_core import CoreSchema
 
 from service.clip.labelsets import label_set_names
 from service.config import Settings
-from service.rest.image_field import Base64Image, decode_base64, image_item
+from service.rest.image_field import SETTING_KEY, Base64Image, decode_base64, image_item
 
 __all__ = ["Base64Image", "decode_base64", "image_item"]  # the image field's, used beside these bodies
 
@@ -47,8 +47,11 @@ def bounds(**settings: str) -> dict[str, Any]:
 
 
 def document_limits(schema: Any, settings: Settings) -> Any:
-    """Write ``settings``' values into every keyword ``bounds`` marked in ``schema`` (in place); return it."""
+    """Write ``settings``' values into every keyword ``bounds`` marked in ``schema`` (in place), and drop the
+    alternatives a setting turns off (``SETTING_KEY``: the image URL of an image field); return it."""
     if isinstance(schema, dict):
+        if "anyOf" in schema:
+            schema["anyOf"] = [s for s in schema["anyOf"] if getattr(settings, s.get(SETTING_KEY, ""), True)]
         for keyword, name in schema.get(LIMITS_KEY, {}).items():
             schema[keyword] = getattr(settings, name)
         for value in schema.values():
