@@ -27,7 +27,8 @@ from service.protocol.errors import ErrorKind
 from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
 from service.protocol.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
 from service.protocol.wire import matrix_from_pb
-from tests.api.helpers import b64, floats, photo
+from tests.api.helpers import b64, floats, photo, serve
+from tests.api.helpers import make_settings as make_api_settings
 from tests.api.image_server import ImageServer, image_server
 from tests.grpc.helpers import LiveServer, make_settings, write_model
 
@@ -208,3 +209,18 @@ def test_fetches_in_flight_are_bounded(tmp_path_factory: pytest.TempPathFactory)
         thread.join(30)
         assert "/img/a.jpg" not in slow_images.paths and first["error"]["type"] == "invalid_argument"
         close(embed(server, [{"image": slow_images.url("/img/a.jpg")}]), embed(server, [{"image": b64(JPEG)}]))
+
+
+async def test_image_urls_off(tmp_path: Path, images: ImageServer) -> None:
+    """``image_urls=false``: a URL is a 422 naming the setting, nothing is fetched, and the OpenAPI document
+    no longer offers URLs."""
+    write_model(tmp_path, "fake")
+    seen = images.connections
+    async with serve(make_api_settings(tmp_path, image_urls=False, image_url_allowed_hosts="127.0.0.1")) as client:
+        answer = await client.post("/embed", json={"inputs": [{"text": "a"}, {"image": images.url("/img/a.jpg")}]})
+        assert answer.status_code == 422
+        assert answer.json()["error"]["message"] == ("inputs[1]: this server does not fetch image URLs "
+                                                     "(image_urls is off); send the image itself")
+        document = (await client.get("/openapi.json")).text
+        assert '"format":"byte"' in document.replace(" ", "") and '"format":"uri"' not in document.replace(" ", "")
+    assert images.connections == seen
