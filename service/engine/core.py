@@ -197,25 +197,27 @@ class Engine:
         model: str | None = None,
         timeout_s: float | None = None,
         protocol: str = "rest",
+        field: str = "images",
     ) -> ClassifyResult:
         """Zero-shot classification of each image against labels (or a named label set).
 
         Scores are softmax probabilities over all labels (``logits``: logit_scale x cosine instead);
-        each result holds the ``top_k`` best labels (at most as many as there are labels).
+        each result holds the ``top_k`` best labels (at most as many as there are labels). ``field`` names
+        the images in errors.
         """
         async with self._call("classify", protocol):
             served = self._model(model)
             deadline = self._deadline(timeout_s)
-            self._check_count(images, "images")
+            self._check_count(images, field)
             names, templates_used = self.class_embeddings.resolve(labels, templates, label_set)
             if top_k < 1:
                 raise InvalidInput(f"top_k must be at least 1, got {top_k}")
             wanted = [data if isinstance(data, ImageUrl) else ImageItem(data) for data in images]
-            image_items = await self.fetcher.fetch_items(wanted, "images", deadline)
+            image_items = await self.fetcher.fetch_items(wanted, field, deadline)
             with self._admit(served, image_items):
                 class_rows, image_rows = await gather_or_cancel(
                     self.class_embeddings.get(served, names, templates_used, deadline),
-                    self._embed_items(served, image_items, "images", deadline),
+                    self._embed_items(served, image_items, field, deadline),
                 )
             order, scores = zeroshot.classify(image_rows, class_rows, served.info.logit_scale, top_k, logits)
             results = [

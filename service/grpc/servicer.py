@@ -104,6 +104,7 @@ class ClipServicer(pb_grpc.ClipServiceServicer):
                 model=convert.model_arg(request.model),
                 timeout_s=time_left(context),
                 protocol=PROTOCOL,
+                field="image_items" if request.image_items else "images",
             )
             return convert.classify_response(result)
 

@@ -114,6 +114,11 @@ def test_grpc_url_embeddings_equal_the_same_bytes_inline(allowed: LiveServer, im
             image_items=[pb.Item(image_url=images.url("/img/a.jpg")), pb.Item(image=JPEG)], labels=["x", "y"]))
         assert ranked.results[0] == ranked.results[1]
         with pytest.raises(grpc.RpcError) as caught:
+            stub.Classify(pb.ClassifyRequest(image_items=[pb.Item(image=JPEG), pb.Item(image_url=images.url("/huge"))],
+                                             labels=["x", "y"]))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert caught.value.details().startswith(f"image_items[1]: {images.url('/huge')}: the image is over the limit")
+        with pytest.raises(grpc.RpcError) as caught:
             stub.Embed(pb.EmbedRequest(items=[pb.Item(image_url=images.url("/page"))]))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert caught.value.details().startswith(f"items[0]: {images.url('/page')}: not an image")
