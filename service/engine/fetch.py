@@ -176,16 +176,18 @@ class ImageFetcher:
         """``target``'s host resolved once, every address checked: each must be admitted by
         ``image_url_allowed_hosts`` (by name or network) or by the address policy."""
         host = target.host
+        literal = True
         try:
             addresses = [ipaddress.ip_address(host)]
         except ValueError:
+            literal = False
             addresses = await resolve(target.raw_host.decode("ascii"), target.port or default_port(target), url)
         for address in addresses:
             if self.allowed.admits(host, address):
                 continue
             why = refusal(address, self.settings.image_url_allow_private)
             if why is not None:
-                named = f"{host} resolves to {address}, a" if str(address) != host else f"{address} is a"
+                named = f"{host} is a" if literal else f"{host} resolves to {address}, a"
                 raise FetchError("refused_address", f"{url}: refused: {named} {why} address (not fetched; "
                                  "image_url_allowed_hosts or image_url_allow_private admit such addresses)")
         return addresses

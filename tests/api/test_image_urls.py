@@ -153,6 +153,8 @@ def test_default_policy_refuses_before_connecting(default: LiveServer, images: I
         "http://169.254.169.254/latest/meta-data/": "169.254.169.254 is a link-local address",
         f"http://[::1]:{port}/img/a.jpg": "::1 is a loopback address",
         images.url("/img/a.jpg", host="localhost"): "localhost resolves to",
+        images.url("/img/a.jpg", host="2130706433"): "2130706433 resolves to 127.0.0.1, a loopback address",
+        images.url("/img/a.jpg", host="[::ffff:127.0.0.1]"): "::ffff:127.0.0.1 is a loopback address",
         "ftp://127.0.0.1/a.jpg": "unsupported scheme 'ftp': only http and https",
         "file:///etc/passwd": "unsupported scheme 'file'",
     }
@@ -163,7 +165,7 @@ def test_default_policy_refuses_before_connecting(default: LiveServer, images: I
     assert "refused" in embed(default, [{"image": images.url("/img/a.jpg", host="localhost")}], 422)["message"]
     assert images.connections == before  # nothing reached the image server
     metrics = httpx.get(f"{default.rest_url}/metrics", timeout=30).text
-    assert 'clipserve_image_fetch_failures_total{reason="refused_address"} 7.0' in metrics
+    assert 'clipserve_image_fetch_failures_total{reason="refused_address"} 9.0' in metrics
     assert 'clipserve_image_fetch_failures_total{reason="scheme"} 2.0' in metrics
 
 
