@@ -22,6 +22,7 @@ import numpy as np
 import openai
 import pytest
 
+from service.cli import main
 from service.client import ClipClient, ImageUrl, RequestFailed
 from service.protocol.errors import ErrorKind
 from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
@@ -139,6 +140,17 @@ def test_the_client_sends_urls_as_urls(allowed: LiveServer, images: ImageServer,
             client.embed_images([images.url("/huge")])
         assert caught.value.kind == ErrorKind.TOO_LARGE
     assert images.paths[seen:].count("/img/a.jpg") == 2  # fetched by the server, once per call
+
+
+def test_the_command_line_classifies_urls(
+    allowed: LiveServer, images: ImageServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = images.url("/img/a.jpg")
+    assert main(["client", "classify", url, "--labels", "cat,dog", "--url", allowed.grpc_url]) == 0
+    table = capsys.readouterr().out.splitlines()
+    with ClipClient(allowed.rest_url) as client:
+        best = client.classify([JPEG], ["cat", "dog"])[0][0].label
+    assert table[1].startswith(url) and table[1].split()[1] == best
 
 
 def test_default_policy_refuses_before_connecting(default: LiveServer, images: ImageServer) -> None:
