@@ -6,9 +6,11 @@ Every CLI flag of ``clipserve serve`` is also an environment variable. Settings 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +24,7 @@ DEFAULT_MODEL = "clipserve-demo"
 DEVICE_PATTERN = r"^(cpu|cuda(:\d+)?)$"
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 ORIGIN_PATTERN = r"https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?"  # what a browser sends as Origin
+HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?$")
 
 
 class SettingError(ValueError):
@@ -211,3 +214,62 @@ class Settings(BaseSettings):
     def model_names(self) -> list[str]:
         """The configured model names, in order; the first is the default."""
         return [m.strip() for m in self.model.split(",") if m.strip()]
+
+    # Image URLs: images given as http(s) URLs, fetched by the server (service/engine/fetch.py)
+    image_urls: bool = Field(True, description="Fetch images given as http(s) URLs (off: such an image is a 422).")
+    image_url_allow_private: bool = Field(
+        False, description="Fetch from loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7) and shared "
+        "(100.64/10) addresses; link-local (169.254/16, cloud metadata) stays refused unless an allowed host.",
+    )
+    image_url_allowed_hosts: str = Field(
+        "", description="Image URL hosts admitted whatever their address, comma-separated: host names, addresses "
+        "or CIDR networks (e.g. 127.0.0.1,10.1.0.0/16,images.internal).",
+    )
+    image_url_connect_timeout_s: float = Field(5.0, gt=0, description="Longest wait to connect to an image URL's host.")
+    image_url_timeout_s: float = Field(
+        15.0, gt=0, description="Longest time to fetch one image URL, redirects included; past it: 422."
+    )
+    image_url_max_redirects: int = Field(3, ge=0, description="Redirects followed per image URL, each checked again.")
+    image_url_max_in_flight: int = Field(
+        64, ge=1, description="Image URLs being fetched at once; past it a request with URLs gets 429."
+    )
+
+    @field_validator("image_url_allowed_hosts")
+    @classmethod
+    def _allowed_hosts_parse(cls, value: str) -> str:
+        """Each entry a host name, an address or a CIDR network (checked now, not at the first fetch)."""
+        parse_allowed_hosts(value)
+        return value
+
+    def allowed_hosts(self) -> AllowedHosts:
+        """``image_url_allowed_hosts`` parsed: host names (lower case) and networks."""
+        return parse_allowed_hosts(self.image_url_allowed_hosts)
+
+
+@dataclass(frozen=True)
+class AllowedHosts:
+    """Hosts the image fetcher connects to whatever their addresses: by name, or by address (a network)."""
+
+    names: frozenset[str] = frozenset()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def admits(self, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """True when ``host`` (as in the URL) is named, or ``address`` is in a named network."""
+        return host.lower().rstrip(".") in self.names or any(address in net for net in self.networks)
+
+
+def parse_allowed_hosts(value: str) -> AllowedHosts:
+    """``"127.0.0.1, 10.0.0.0/8, images.internal"`` as names and networks; ValueError naming a bad entry."""
+    names: set[str] = set()
+    networks = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            continue
+        except ValueError:
+            if "/" in entry or ":" in entry or not HOST_NAME.match(entry):
+                raise ValueError(f"{entry!r} is neither a host name, an address nor a CIDR network") from None
+        names.add(entry.lower().rstrip("."))
+    return AllowedHosts(frozenset(names), tuple(networks))

@@ -76,6 +76,13 @@ class Metrics:
             "clipserve_rejected", "Requests refused at the door (429): over the admission bound, or bytes in flight.",
             ["model", "reason"], registry=r,
         )
+        self.fetch_duration = Histogram(
+            "clipserve_image_fetch_duration_seconds", "Time to fetch one image URL (redirects included), by outcome.",
+            ["outcome"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.fetch_failures = Counter(
+            "clipserve_image_fetch_failures", "Image URLs refused or failed, by reason.", ["reason"], registry=r,
+        )
         self.ready = Gauge("clipserve_ready", "1 when the server is ready to serve.", registry=r)
 
     def render(self) -> bytes:

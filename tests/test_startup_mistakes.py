@@ -134,6 +134,11 @@ def test_debug_log_level_shows_the_traceback() -> None:
         ([], {"CLIPSERVE_MALLOC_ARENA_MAX": "-1"}, "CLIPSERVE_MALLOC_ARENA_MAX=-1"),
         (["--cors-origins", "https://app.example/ui"], {}, "--cors-origins https://app.example/ui"),
         ([], {"CLIPSERVE_CORS_ORIGINS": "app.example"}, "CLIPSERVE_CORS_ORIGINS=app.example"),
+        # image URLs
+        (["--image-url-allowed-hosts", "10.0.0.0/33"], {}, "--image-url-allowed-hosts 10.0.0.0/33"),
+        ([], {"CLIPSERVE_IMAGE_URL_ALLOWED_HOSTS": "ok.host,bad host"}, "'bad host' is neither a host name"),
+        (["--image-url-timeout-s", "0"], {}, "--image-url-timeout-s 0"),
+        (["--image-url-max-in-flight", "0"], {}, "--image-url-max-in-flight 0"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line_naming_them_as_written(

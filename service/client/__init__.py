@@ -18,13 +18,14 @@ from service.client.base import ClientOptions
 from service.client.errors import RequestFailed
 from service.client.retry import NO_RETRY, RetryPolicy
 from service.client.sync import ClipClient
-from service.client.types import Input, LabelScore, Similarity
+from service.client.types import ImageUrl, Input, LabelScore, Similarity
 
 __all__ = [
     "NO_RETRY",
     "AsyncClipClient",
     "ClientOptions",
     "ClipClient",
+    "ImageUrl",
     "Input",
     "LabelScore",
     "RequestFailed",

@@ -51,7 +51,7 @@ class AsyncClipClient:
     async def embed(
         self, inputs: Sequence[Input], *, model: str | None = None, progress: bool | None = None
     ) -> np.ndarray:
-        """(N, D) float32 L2-normalised embeddings of texts (``str``) and encoded images (``bytes``), in order."""
+        """(N, D) L2-normalised embeddings of texts (``str``), images (``bytes``) and ``ImageUrl``s, in order."""
         items = list(inputs)
         t = self.options.timeout_s
         parts = await self._map(len(items), lambda s: self.transport.embed(items[s], model, t), progress, "embed")
@@ -66,7 +66,7 @@ class AsyncClipClient:
     async def embed_images(
         self, images: Sequence[ImageSource], *, model: str | None = None, progress: bool | None = None
     ) -> np.ndarray:
-        """(N, D) embeddings of images given as file paths or encoded bytes (files read chunk by chunk)."""
+        """(N, D) embeddings of images: file paths, encoded bytes or http(s) URLs (files read chunk by chunk)."""
         t = self.options.timeout_s
 
         async def chunk(s: slice) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from service.client.loop import LoopThread, closer
-from service.client.types import AsyncTransport, ClassifySpec, Input, LabelScore, Similarity, Transport
+from service.client.types import AsyncTransport, ClassifySpec, Image, Input, LabelScore, Similarity, Transport
 from service.protocol.model_info import ModelInfo
 
 A = TypeVar("A", bound=AsyncTransport)
@@ -51,7 +51,7 @@ class BlockingTransport(Generic[A]):
         return self.loop.run(self.inner.embed(inputs, model, timeout_s))
 
     def classify(
-        self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
+        self, images: Sequence[Image], spec: ClassifySpec, model: str | None, timeout_s: float | None
     ) -> list[list[LabelScore]]:
         """Classify images in one call."""
         return self.loop.run(self.inner.classify(images, spec, model, timeout_s))
@@ -89,7 +89,7 @@ class ThreadedTransport:
         return await self._call(self.transport.embed, inputs, model, timeout_s)
 
     async def classify(
-        self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
+        self, images: Sequence[Image], spec: ClassifySpec, model: str | None, timeout_s: float | None
     ) -> list[list[LabelScore]]:
         """Classify images in one call."""
         return await self._call(self.transport.classify, images, spec, model, timeout_s)

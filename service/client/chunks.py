@@ -10,9 +10,13 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from service.protocol.image_url import ImageUrl, is_http_url
+
 R = TypeVar("R")
 PROGRESS_AUTO_ITEMS = 1000  # progress=None shows a bar for jobs above this many items
-ImageSource = str | Path | bytes  # a file path, or the encoded image itself
+# A file path, the encoded image itself, or its URL: an ``ImageUrl``, or a str starting http:// or https://
+# (sent as the URL; the server fetches it).
+ImageSource = str | Path | bytes | ImageUrl
 
 
 def chunk_slices(n: int, size: int) -> list[slice]:
@@ -32,16 +36,20 @@ def progress_bar(n: int, show: bool, desc: str) -> Any:
     return tqdm(total=n, desc=desc, unit="item", disable=not show, file=sys.stderr, dynamic_ncols=True)
 
 
-def load_image(source: ImageSource) -> bytes:
-    """The encoded bytes of an image given as bytes or as a file path."""
+def load_image(source: ImageSource) -> bytes | ImageUrl:
+    """The encoded bytes of an image given as bytes or as a file path; a URL as an ``ImageUrl`` (not fetched)."""
     if isinstance(source, bytes | bytearray | memoryview):
         return bytes(source)
+    if isinstance(source, ImageUrl):
+        return source
+    if isinstance(source, str) and is_http_url(source):
+        return ImageUrl(source)
     return Path(source).read_bytes()
 
 
-async def load_images(sources: Sequence[ImageSource]) -> list[bytes]:
+async def load_images(sources: Sequence[ImageSource]) -> list[bytes | ImageUrl]:
     """``load_image`` of each source; files are read in a worker thread, off the event loop."""
-    if all(isinstance(x, bytes | bytearray | memoryview) for x in sources):
+    if all(isinstance(x, bytes | bytearray | memoryview | ImageUrl) for x in sources):
         return [load_image(x) for x in sources]
     return await asyncio.to_thread(lambda: [load_image(x) for x in sources])
 

@@ -4,7 +4,7 @@
   relative to it); ``clipserve client embed --texts lines.txt --out emb.parquet`` embeds each
   non-blank line (ids: 1-based line numbers). ``--out`` ends in .npy (+ ``.ids.txt``), .npz or .parquet.
 - ``clipserve client classify IMAGES... --labels cat,dog,car`` (or ``--label-set cifar10``) prints
-  each image's best labels as a table.
+  each image's best labels as a table; an image may be an http(s) URL, which the server fetches.
 
 ``--url`` picks the server and protocol (``http://``, ``grpc://``, ``grpcs://``; default
 ``$CLIPSERVE_URL`` or http://127.0.0.1:8000); ``--api-key`` defaults to ``$CLIPSERVE_API_KEY``.
@@ -18,11 +18,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from service.client.chunks import ImageSource
 from service.client.connect import DEFAULT_URL
 from service.client.errors import RequestFailed
 from service.client.output import FORMATS, require_pyarrow, write_embeddings
 from service.client.sync import ClipClient
 from service.client.types import LabelScore
+from service.protocol.image_url import is_http_url
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
@@ -54,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     embed.add_argument("--out", type=Path, required=True, help=f"output file: {', '.join(FORMATS)}")
     classify = sub.add_parser("classify", parents=[common], help="zero-shot labels for images, as a table",
                               description="Print the best zero-shot labels of each image.")
-    classify.add_argument("images", nargs="+", type=Path, help="image files or folders")
+    classify.add_argument("images", nargs="+", help="image files or folders, or http(s) URLs (fetched by the server)")
     labels = classify.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", help="comma-separated labels: cat,dog,car")
     labels.add_argument("--label-set", help="a server label set: imagenet, cifar10, cifar100")
@@ -124,7 +126,9 @@ def format_table(names: Sequence[str], ranked: Sequence[Sequence[LabelScore]]) -
 
 
 def _classify(args: argparse.Namespace, client: ClipClient) -> int:
-    pairs = image_files(args.images)
+    pairs: list[tuple[str, ImageSource]] = []
+    for source in args.images:  # a URL goes as such: the server fetches it
+        pairs += [(source, source)] if is_http_url(source) else image_files([Path(source)])
     if not pairs:
         raise ValueError("no images found")
     labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None

@@ -17,7 +17,7 @@ import numpy as np
 
 from service.client.blocking import BlockingTransport
 from service.client.errors import RequestFailed
-from service.client.types import ClassifySpec, Input, LabelScore, Similarity
+from service.client.types import ClassifySpec, Image, ImageUrl, Input, LabelScore, Similarity
 from service.protocol.errors import ErrorKind
 from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
 from service.protocol.generated.clipserve.v1 import clipserve_pb2_grpc as pb_grpc
@@ -57,12 +57,14 @@ def error_from_rpc(error: grpc.RpcError) -> RequestFailed:
 
 
 def item_pb(value: Input) -> pb.Item:
-    """A text (``str``) or an encoded image (``bytes``) as an ``Item`` message."""
+    """A text (``str``), an encoded image (``bytes``) or an image URL (``ImageUrl``) as an ``Item`` message."""
     if isinstance(value, str):
         return pb.Item(text=value)
     if isinstance(value, bytes | bytearray | memoryview):
         return pb.Item(image=bytes(value))
-    raise TypeError(f"an input is a str (text) or bytes (encoded image), got {type(value).__name__}")
+    if isinstance(value, ImageUrl):
+        return pb.Item(image_url=value.url)
+    raise TypeError(f"an input is a str (text), bytes (encoded image) or an ImageUrl, got {type(value).__name__}")
 
 
 def _model_info(m: pb.ModelInfo) -> ModelInfo:
@@ -87,10 +89,13 @@ def embed_op(inputs: Sequence[Input], model: str | None) -> Op:
     return "Embed", request, lambda r: matrix_from_pb(r.embeddings)
 
 
-def classify_op(images: Sequence[bytes], spec: ClassifySpec, model: str | None) -> Op:
-    """The Classify call for some images."""
+def classify_op(images: Sequence[Image], spec: ClassifySpec, model: str | None) -> Op:
+    """The Classify call for some images (with a URL among them: as ``image_items``)."""
+    with_urls = any(isinstance(x, ImageUrl) for x in images)
     request = pb.ClassifyRequest(
-        images=list(images), labels=list(spec.labels), templates=list(spec.templates),
+        images=[] if with_urls else [bytes(x) for x in images],  # type: ignore[arg-type]
+        image_items=[item_pb(x) for x in images] if with_urls else [],
+        labels=list(spec.labels), templates=list(spec.templates),
         label_set=spec.label_set or "", top_k=spec.top_k, logits=spec.logits, model=model or "",
     )
     return "Classify", request, _labels
@@ -157,7 +162,7 @@ class AsyncGrpcTransport:
         return await self._run(embed_op(inputs, model), timeout_s)  # type: ignore[no-any-return]
 
     async def classify(
-        self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
+        self, images: Sequence[Image], spec: ClassifySpec, model: str | None, timeout_s: float | None
     ) -> list[list[LabelScore]]:
         """Classify images in one call."""
         return await self._run(classify_op(images, spec, model), timeout_s)  # type: ignore[no-any-return]

@@ -20,7 +20,7 @@ import numpy as np
 
 from service.client.blocking import BlockingTransport
 from service.client.errors import RequestFailed
-from service.client.types import ClassifySpec, Input, LabelScore, Similarity
+from service.client.types import ClassifySpec, Image, ImageUrl, Input, LabelScore, Similarity
 from service.protocol.errors import HTTP_STATUS, ErrorKind
 from service.protocol.headers import API_KEY_HEADER
 from service.protocol.model_info import ModelInfo
@@ -62,13 +62,22 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def image_json(value: Image) -> str:
+    """An image as the API has it: its URL as is, encoded bytes in base64."""
+    if isinstance(value, ImageUrl):
+        return value.url
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _b64(bytes(value))
+    raise TypeError(f"an image is bytes (encoded) or an ImageUrl, got {type(value).__name__}")
+
+
 def input_json(value: Input) -> dict[str, str]:
-    """A text or an encoded image as the API's input object."""
+    """A text, an encoded image or an image URL as the API's input object."""
     if isinstance(value, str):
         return {"text": value}
-    if isinstance(value, bytes | bytearray | memoryview):
-        return {"image": _b64(bytes(value))}
-    raise TypeError(f"an input is a str (text) or bytes (encoded image), got {type(value).__name__}")
+    if isinstance(value, bytes | bytearray | memoryview | ImageUrl):
+        return {"image": image_json(value)}
+    raise TypeError(f"an input is a str (text), bytes (encoded image) or an ImageUrl, got {type(value).__name__}")
 
 
 def embed_call(inputs: Sequence[Input], model: str | None) -> Call:
@@ -85,10 +94,10 @@ def parse_embed(body: dict[str, Any]) -> np.ndarray:
     return out
 
 
-def classify_call(images: Sequence[bytes], spec: ClassifySpec, model: str | None) -> Call:
+def classify_call(images: Sequence[Image], spec: ClassifySpec, model: str | None) -> Call:
     """POST /classify for some images."""
     body: dict[str, Any] = {
-        "images": [_b64(x) for x in images], "top_k": spec.top_k, "return_logits": spec.logits, "model": model,
+        "images": [image_json(x) for x in images], "top_k": spec.top_k, "return_logits": spec.logits, "model": model,
     }
     if spec.labels:
         body["labels"] = list(spec.labels)
@@ -158,7 +167,7 @@ class AsyncRestTransport:
         return parse_embed(await self._run(embed_call(inputs, model), timeout_s))
 
     async def classify(
-        self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
+        self, images: Sequence[Image], spec: ClassifySpec, model: str | None, timeout_s: float | None
     ) -> list[list[LabelScore]]:
         """Classify images in one call."""
         return parse_classify(await self._run(classify_call(images, spec, model), timeout_s))

@@ -66,7 +66,7 @@ class ClipClient:
         return self._client.endpoint
 
     def embed(self, inputs: Sequence[Input], *, model: str | None = None, progress: bool | None = None) -> np.ndarray:
-        """(N, D) float32 L2-normalised embeddings of texts (``str``) and encoded images (``bytes``), in order."""
+        """(N, D) L2-normalised embeddings of texts (``str``), images (``bytes``) and ``ImageUrl``s, in order."""
         return self._loop.run(self._client.embed(inputs, model=model, progress=progress))
 
     def embed_texts(
@@ -78,7 +78,7 @@ class ClipClient:
     def embed_images(
         self, images: Sequence[ImageSource], *, model: str | None = None, progress: bool | None = None
     ) -> np.ndarray:
-        """(N, D) embeddings of images given as file paths or encoded bytes (files read chunk by chunk)."""
+        """(N, D) embeddings of images: file paths, encoded bytes or http(s) URLs (files read chunk by chunk)."""
         return self._loop.run(self._client.embed_images(images, model=model, progress=progress))
 
     def classify(

@@ -1,6 +1,7 @@
 """What the client sends and returns, and the one-call transports it runs over (REST or gRPC).
 
-An input is a ``str`` (a text) or ``bytes`` (an encoded image). A transport makes one call with no
+An input is a ``str`` (a text), ``bytes`` (an encoded image) or an ``ImageUrl`` (an image's http(s)
+URL, sent as the URL: the server fetches it). A transport makes one call with no
 retry and no chunking; ``ClipClient``/``AsyncClipClient`` add those on top.
 """
 
@@ -12,9 +13,11 @@ from typing import Protocol
 
 import numpy as np
 
+from service.protocol.image_url import ImageUrl
 from service.protocol.model_info import LabelScore, ModelInfo
 
-Input = str | bytes  # a text, or an encoded image (JPEG, PNG, ...)
+Input = str | bytes | ImageUrl  # a text, an encoded image (JPEG, PNG, ...), or an image's URL
+Image = bytes | ImageUrl  # an image to classify: encoded, or its URL
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class Transport(Protocol):
         ...
 
     def classify(
-        self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
+        self, images: Sequence[Image], spec: ClassifySpec, model: str | None, timeout_s: float | None
     ) -> list[list[LabelScore]]:
         """Ranked labels per image."""
         ...
@@ -73,7 +76,7 @@ class AsyncTransport(Protocol):
         ...
 
     async def classify(
-        self, images: Sequence[bytes], spec: ClassifySpec, model: str | None, timeout_s: float | None
+        self, images: Sequence[Image], spec: ClassifySpec, model: str | None, timeout_s: float | None
     ) -> list[list[LabelScore]]:
         """Ranked labels per image."""
         ...

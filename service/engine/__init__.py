@@ -8,7 +8,9 @@ from service.engine.core import Engine
 from service.engine.types import (
     ClassifyResult,
     EmbedResult,
+    Image,
     ImageItem,
+    ImageUrl,
     Item,
     LabelScore,
     SimilarityResult,
@@ -16,5 +18,6 @@ from service.engine.types import (
 )
 
 __all__ = [
-    "ClassifyResult", "EmbedResult", "Engine", "ImageItem", "Item", "LabelScore", "SimilarityResult", "TextItem",
+    "ClassifyResult", "EmbedResult", "Engine", "Image", "ImageItem", "ImageUrl", "Item", "LabelScore",
+    "SimilarityResult", "TextItem",
 ]

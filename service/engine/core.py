@@ -24,12 +24,15 @@ from service.clip.model_config import resolve_model
 from service.clip.zeroshot import softmax
 from service.config import Settings
 from service.engine.admission import Admission
+from service.engine.fetch import ImageFetcher
 from service.engine.served_model import ServedModel, close_backend_threads, start_backend_threads
 from service.engine.tasks import gather_or_cancel, remaining
 from service.engine.types import (
     ClassifyResult,
     EmbedResult,
+    Image,
     ImageItem,
+    ImageUrl,
     Item,
     LabelScore,
     SimilarityResult,
@@ -61,6 +64,7 @@ class Engine:
         self._pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="clipserve-preprocess")
         self.class_embeddings = ClassEmbeddings(settings, metrics)
         self.admission = Admission(settings, metrics)
+        self.fetcher = ImageFetcher(settings, metrics)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -176,13 +180,14 @@ class Engine:
             served = self._model(model)
             deadline = self._deadline(timeout_s)
             self._check_count(items, field)
+            items = await self.fetcher.fetch_items(items, field, deadline)  # before admission: see fetch.py
             with self._admit(served, items):
                 rows = await self._embed_items(served, items, field, deadline)
             return EmbedResult(served.name, rows)
 
     async def classify(
         self,
-        images: Sequence[bytes],
+        images: Sequence[Image],
         *,
         labels: Sequence[str] | None = None,
         templates: Sequence[str] | None = None,
@@ -192,24 +197,27 @@ class Engine:
         model: str | None = None,
         timeout_s: float | None = None,
         protocol: str = "rest",
+        field: str = "images",
     ) -> ClassifyResult:
         """Zero-shot classification of each image against labels (or a named label set).
 
         Scores are softmax probabilities over all labels (``logits``: logit_scale x cosine instead);
-        each result holds the ``top_k`` best labels (at most as many as there are labels).
+        each result holds the ``top_k`` best labels (at most as many as there are labels). ``field`` names
+        the images in errors.
         """
         async with self._call("classify", protocol):
             served = self._model(model)
             deadline = self._deadline(timeout_s)
-            self._check_count(images, "images")
+            self._check_count(images, field)
             names, templates_used = self.class_embeddings.resolve(labels, templates, label_set)
             if top_k < 1:
                 raise InvalidInput(f"top_k must be at least 1, got {top_k}")
-            image_items = [ImageItem(data) for data in images]
+            wanted = [data if isinstance(data, ImageUrl) else ImageItem(data) for data in images]
+            image_items = await self.fetcher.fetch_items(wanted, field, deadline)
             with self._admit(served, image_items):
                 class_rows, image_rows = await gather_or_cancel(
                     self.class_embeddings.get(served, names, templates_used, deadline),
-                    self._embed_items(served, image_items, "images", deadline),
+                    self._embed_items(served, image_items, field, deadline),
                 )
             order, scores = zeroshot.classify(image_rows, class_rows, served.info.logit_scale, top_k, logits)
             results = [
@@ -228,6 +236,7 @@ class Engine:
             deadline = self._deadline(timeout_s)
             self._check_count(left, "left")
             self._check_count(right, "right")
+            left, right = await self._fetch_sides(left, right, deadline)
             with self._admit(served, [*left, *right]):
                 left_rows, right_rows = await gather_or_cancel(
                     self._embed_items(served, left, "left", deadline),
@@ -271,6 +280,18 @@ class Engine:
             ctx = REQUEST.get()
             if ctx is not None:
                 ctx.counted = True
+
+    async def _fetch_sides(
+        self, left: Sequence[Item], right: Sequence[Item], deadline: float
+    ) -> tuple[list[Item], list[Item]]:
+        """Both sides with their image URLs fetched; one list compared with itself is fetched once."""
+        if right is left:
+            both = await self.fetcher.fetch_items(left, "left", deadline)
+            return both, both
+        fetched = await gather_or_cancel(
+            self.fetcher.fetch_items(left, "left", deadline), self.fetcher.fetch_items(right, "right", deadline)
+        )
+        return fetched[0], fetched[1]
 
     def _admit(self, served: ServedModel, items: Sequence[Item]) -> AbstractContextManager[None]:
         """Hold the items' place in the admission bound (Overloaded, 429, when they don't fit)."""

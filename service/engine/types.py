@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.protocol.image_url import ImageUrl  # an image by URL: the engine fetches it (service.engine.fetch)
 from service.protocol.model_info import LabelScore
 
 
@@ -26,7 +27,8 @@ class ImageItem:
     data: bytes
 
 
-Item = TextItem | ImageItem
+Item = TextItem | ImageItem | ImageUrl
+Image = bytes | ImageUrl  # an image to classify: its encoded bytes, or its URL
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from service.engine import ClassifyResult, EmbedResult, ImageItem, Item, SimilarityResult, TextItem
+from service.engine import ClassifyResult, EmbedResult, Image, ImageItem, ImageUrl, Item, SimilarityResult, TextItem
 from service.errors import InvalidInput
 from service.protocol.generated.clipserve.v1 import clipserve_pb2 as pb
 from service.protocol.model_info import ModelInfo
@@ -20,12 +20,29 @@ def item_from_pb(item: pb.Item, where: str) -> Item:
         return TextItem(item.text)
     if kind == "image":
         return ImageItem(item.image)
-    raise InvalidInput(f"{where}: set either text or image")
+    if kind == "image_url":
+        return ImageUrl(item.image_url)
+    raise InvalidInput(f"{where}: set one of text, image or image_url")
 
 
 def items_from_pb(items: Sequence[pb.Item], field: str) -> list[Item]:
     """A repeated ``Item`` field as engine items."""
     return [item_from_pb(item, f"{field}[{i}]") for i, item in enumerate(items)]
+
+
+def classify_images(request: pb.ClassifyRequest) -> list[Image]:
+    """The images to classify: ``images``, or ``image_items`` (encoded images and URLs), not both."""
+    if not request.image_items:
+        return list(request.images)
+    if request.images:
+        raise InvalidInput("give images or image_items, not both")
+    out: list[Image] = []
+    for i, item in enumerate(request.image_items):
+        value = item_from_pb(item, f"image_items[{i}]")
+        if isinstance(value, TextItem):
+            raise InvalidInput(f"image_items[{i}]: a text; give an image or an image_url")
+        out.append(value.data if isinstance(value, ImageItem) else value)
+    return out
 
 
 def model_arg(name: str) -> str | None:

@@ -95,7 +95,7 @@ class ClipServicer(pb_grpc.ClipServiceServicer):
 
         async def call() -> pb.ClassifyResponse:
             result = await self._engine.classify(
-                list(request.images),
+                convert.classify_images(request),
                 labels=list(request.labels) or None,
                 templates=list(request.templates) or None,
                 label_set=request.label_set or None,
@@ -104,6 +104,7 @@ class ClipServicer(pb_grpc.ClipServiceServicer):
                 model=convert.model_arg(request.model),
                 timeout_s=time_left(context),
                 protocol=PROTOCOL,
+                field="image_items" if request.image_items else "images",
             )
             return convert.classify_response(result)
 

@@ -14,8 +14,6 @@ what no schema can say (an image that does not decode, an unknown model, capacit
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -25,7 +23,6 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     StrictBool,
-    WithJsonSchema,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
@@ -33,6 +30,9 @@ from pydantic_core import CoreSchema
 
 from service.clip.labelsets import label_set_names
 from service.config import Settings
+from service.rest.image_field import SETTING_KEY, Base64Image, decode_base64, image_item
+
+__all__ = ["Base64Image", "decode_base64", "image_item"]  # the image field's, used beside these bodies
 
 # A 1x1 red PNG: a valid image for the examples.
 EXAMPLE_IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
@@ -47,8 +47,11 @@ def bounds(**settings: str) -> dict[str, Any]:
 
 
 def document_limits(schema: Any, settings: Settings) -> Any:
-    """Write ``settings``' values into every keyword ``bounds`` marked in ``schema`` (in place); return it."""
+    """Write ``settings``' values into every keyword ``bounds`` marked in ``schema`` (in place), and drop the
+    alternatives a setting turns off (``SETTING_KEY``: the image URL of an image field); return it."""
     if isinstance(schema, dict):
+        if "anyOf" in schema:
+            schema["anyOf"] = [s for s in schema["anyOf"] if getattr(settings, s.get(SETTING_KEY, ""), True)]
         for keyword, name in schema.get(LIMITS_KEY, {}).items():
             schema[keyword] = getattr(settings, name)
         for value in schema.values():
@@ -57,18 +60,6 @@ def document_limits(schema: Any, settings: Settings) -> Any:
         for value in schema:
             document_limits(value, settings)
     return schema
-
-
-def decode_base64(value: Any) -> bytes:
-    """Decode a base64 image string; raise ValueError with a clear reason."""
-    if not isinstance(value, str):
-        raise ValueError(f"expected a base64 string, got {type(value).__name__}")
-    if value.startswith("data:"):
-        value = value.partition(",")[2]
-    try:
-        return base64.b64decode("".join(value.split()), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"invalid base64: {exc}") from None
 
 
 def json_integer(value: Any) -> int:
@@ -81,15 +72,6 @@ def json_integer(value: Any) -> int:
 
 
 JsonInt = Annotated[int, BeforeValidator(json_integer)]
-Base64Image = Annotated[
-    bytes,
-    BeforeValidator(decode_base64),
-    WithJsonSchema({
-        "type": "string", "format": "byte", "contentEncoding": "base64", "contentMediaType": "image/*",
-        "minLength": 1, "description": "An encoded image (JPEG, PNG...), base64. Whether it decodes is checked "
-        "when it is read: 422 (invalid_argument) when it does not, 413 past max_image_bytes or max_image_pixels.",
-    }),
-]
 # Texts, labels and templates: at most max_text_chars characters; a label has a character that is not
 # whitespace as str.strip() has it (ECMA's \S differs), a template a '{}' for the label (the engine's checks).
 NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
@@ -134,7 +116,7 @@ class TextInput(_Body):
 class ImageInput(_Body):
     """An input that is an image."""
 
-    image: Base64Image = Field(description="A base64-encoded image to embed.")
+    image: Base64Image = Field(description="A base64-encoded image, or its http(s) URL, to embed.")
     text: None = Field(None, description="Absent or null.")
 
 
@@ -144,7 +126,7 @@ class InputItem(_Shaped):
     shapes = (TextInput, ImageInput)
 
     text: str | None = Field(None, description="A text to embed.")
-    image: Base64Image | None = Field(None, description="A base64-encoded image to embed.")
+    image: Base64Image | None = Field(None, description="A base64-encoded image, or its http(s) URL, to embed.")
 
     @model_validator(mode="after")
     def _one_of(self) -> InputItem:
@@ -195,7 +177,7 @@ class EmbedResponse(BaseModel):
 class _ClassifyCommon(_Body):
     model: str | None = Field(None, description="Model id; the server's default when omitted.")
     images: list[Base64Image] = Field(
-        description="base64-encoded images; one result per image, in order.", json_schema_extra=ITEMS
+        description="base64-encoded images or http(s) URLs; one result per image, in order.", json_schema_extra=ITEMS
     )
     templates: Annotated[list[Template], Field(json_schema_extra=bounds(maxItems="max_labels"))] | None = Field(
         None, description="Prompt templates with '{}' for the label; the embeddings of all templates are averaged. "
@@ -315,7 +297,7 @@ class SimilarityRequest(_Shaped):
     model: str | None = Field(None, description="Model id; the server's default when omitted.")
     left: list[InputItem] | None = Field(None, description="Rows of the matrices (texts and/or images).")
     right: list[InputItem] | None = Field(None, description="Columns of the matrices (texts and/or images).")
-    images: list[Base64Image] | None = Field(None, description="Simple form: base64 images (the rows).")
+    images: list[Base64Image] | None = Field(None, description="Simple form: base64 images or URLs (the rows).")
     texts: list[str] | None = Field(None, description="Simple form: texts (the columns).")
 
     @model_validator(mode="after")

@@ -3,7 +3,7 @@
 One ``service.server.serve`` on loopback (fake model): ``client.embeddings.create`` for a text, texts
 and images (data URIs, ``extra_body={"modality": "image"}``), with the SDK's default encoding (it asks
 for base64 and decodes it) and ``"float"``; the vectors equal ``/embed``'s, ``usage`` counts the
-model's tokens. Errors: ``dimensions``, unknown model, URLs, token ids, in OpenAI's body.
+model's tokens. Errors: ``dimensions``, unknown model, refused URLs, token ids, in OpenAI's body.
 """
 
 from __future__ import annotations
@@ -144,11 +144,11 @@ def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
     assert "'nope'" in error["message"]
 
 
-def test_image_urls_and_token_ids_are_refused_clearly(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.UnprocessableEntityError) as caught:
-        client.embeddings.create(model="fake", input=["https://example.com/a.png"], extra_body={"modality": "image"})
+def test_refused_image_urls_and_token_ids_are_refused_clearly(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as caught:  # refused before connecting (no traffic)
+        client.embeddings.create(model="fake", input=["https://10.0.0.1/a.png"], extra_body={"modality": "image"})
     error = error_of(caught.value)
-    assert error["param"] == "input" and "image URLs are not fetched yet; send a data URI" in error["message"]
+    assert error["param"] == "input" and error["message"].startswith("input[0]: https://10.0.0.1/a.png: refused")
     with pytest.raises(openai.UnprocessableEntityError) as caught:
         client.embeddings.create(model="fake", input=[[1, 2, 3]])
     error = error_of(caught.value)

@@ -172,7 +172,9 @@ def target(tmp_path: Path) -> Iterator[Target]:
     """The live app's OpenAPI document, loaded over ASGI with the engine's lifespan running."""
     write_model(tmp_path, "fake")
     write_model(tmp_path, "fake-b", embed_dim=16)
-    app = create_app(make_settings(tmp_path, model="fake,fake-b"))
+    # Image URLs off: a URL the schema admits would be fetched, and no test sends traffic off loopback
+    # (tests/api/test_image_urls.py tests them against a server on 127.0.0.1).
+    app = create_app(make_settings(tmp_path, model="fake,fake-b", image_urls=False))
     schemathesis.openapi.format("byte", IMAGES)
     config = schemathesis.Config.from_dict({
         "seed": SEED,

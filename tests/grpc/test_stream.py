@@ -66,7 +66,7 @@ async def test_a_bad_item_gets_an_error_for_its_id_and_the_stream_goes_on(stub: 
     assert results["broken"].error.code == invalid
     assert results["broken"].error.message.startswith("item 'broken': not an image")
     assert results["empty"].error.code == invalid
-    assert results["empty"].error.message == "item 'empty': set either text or image"
+    assert results["empty"].error.message == "item 'empty': set one of text, image or image_url"
     assert results["no-model"].error.code == grpc.StatusCode.NOT_FOUND.value[0]
     assert "nope" in results["no-model"].error.message
 

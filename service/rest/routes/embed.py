@@ -13,7 +13,7 @@ from service.engine import EmbedResult, ImageItem, Item, TextItem
 from service.rest.deps import EngineDep, require_api_key
 from service.rest.disconnect import unless_disconnected
 from service.rest.routes.openapi import ENGINE_ERRORS, error_responses
-from service.rest.schemas import ITEMS, Embedding, EmbedRequest, EmbedResponse
+from service.rest.schemas import ITEMS, Embedding, EmbedRequest, EmbedResponse, image_item
 
 router = APIRouter(tags=["embeddings"], dependencies=[Depends(require_api_key)])
 ERRORS = error_responses(*ENGINE_ERRORS)
@@ -40,7 +40,7 @@ def embed_response(result: EmbedResult, encoding: str) -> EmbedResponse:
 async def embed(body: EmbedRequest, engine: EngineDep, request: Request) -> EmbedResponse:
     """Embed texts and base64 images (mixed allowed); one L2-normalised embedding per input, in order."""
     items: list[Item] = [
-        TextItem(item.text) if item.text is not None else ImageItem(item.image or b"") for item in body.inputs
+        TextItem(item.text) if item.text is not None else image_item(item.image or b"") for item in body.inputs
     ]
     result = await unless_disconnected(request, engine.embed(items, model=body.model))
     return embed_response(result, body.encoding)

@@ -3,7 +3,8 @@
 The official ``openai`` SDK (and anything that speaks OpenAI's embeddings API) works against it:
 ``OpenAI(base_url="http://host:8000/v1", api_key=...)``. Images travel through the same endpoint
 the way infinity marks them: ``"modality": "image"`` (the SDK's ``extra_body``), each ``input`` a
-``data:image/...;base64,...`` URI (plain base64 is accepted too); remote URLs are not fetched yet.
+``data:image/...;base64,...`` URI (plain base64 is accepted too) or an ``http(s)://`` URL, which the
+server fetches (``service.engine.fetch``: public addresses only unless configured).
 
 ``usage`` counts tokens with the model's own tokenizer: per text, its ids with the start and end
 tokens, at most the context length (what the model reads); an image counts 0.
@@ -24,9 +25,10 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from service.engine import ImageItem, Item, TextItem
+from service.engine import ImageItem, ImageUrl, Item, TextItem
 from service.errors import ClipServeError, NotFound
 from service.protocol.errors import ErrorKind
+from service.protocol.image_url import looks_like_url
 from service.protocol.model_info import ModelInfo
 from service.rest.deps import EngineDep, require_api_key
 from service.rest.disconnect import unless_disconnected
@@ -36,7 +38,6 @@ from service.rest.schemas import ITEMS, Text, _Body, _Shaped, decode_base64, jso
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
 # What the models list says each model was created at (OpenAI's field): when this server started.
 STARTED = int(time.time())
-URL_MESSAGE = "image URLs are not fetched yet; send a data URI (data:image/png;base64,...)"
 
 
 class OpenAIErrorDetail(BaseModel):
@@ -80,7 +81,8 @@ def no_token_ids(value: Any) -> Any:
 
 ImageText = Annotated[str, WithJsonSchema({
     "type": "string", "format": "byte", "minLength": 1,
-    "description": "An image as a data URI (data:image/png;base64,...) or plain base64.",
+    "description": "An image as a data URI (data:image/png;base64,...), plain base64, or an http(s) URL "
+    "the server fetches.",
 })]
 PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(json_integer)]
 ModelName = Annotated[str, Field(min_length=1, description="A served model's id (GET /v1/models).")]
@@ -110,7 +112,7 @@ class _ImageShape(_Body):
 
     model: ModelName
     input: ImageText | Annotated[list[ImageText], Field(json_schema_extra=ITEMS)] = Field(
-        description="An image or images: data URIs (remote URLs are not fetched yet: 422)."
+        description="An image or images: data URIs or http(s) URLs (fetched by the server)."
     )
     modality: Literal["image"] = Field(description="'image': each input is an image.")
     encoding_format: Encoding = "float"
@@ -203,10 +205,10 @@ def document_models(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def image_item(value: str, where: str) -> ImageItem:
-    """One image input: a data URI of an image, or plain base64; a URL is refused for now."""
-    if value.startswith(("http://", "https://")):
-        raise OpenAIRequestError(f"{where}: {URL_MESSAGE}", ErrorKind.INVALID, "input")
+def image_item(value: str, where: str) -> ImageItem | ImageUrl:
+    """One image input: a data URI of an image, plain base64, or a URL (``scheme://``) the engine fetches."""
+    if looks_like_url(value):
+        return ImageUrl(value)
     if value.startswith("data:") and not value.startswith("data:image/"):
         message = f"{where}: not an image data URI (data:image/...;base64,...)"
         raise OpenAIRequestError(message, ErrorKind.INVALID, "input")

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from service.engine import ImageItem, Item, TextItem
+from service.engine import Item, TextItem
 from service.rest.deps import EngineDep, require_api_key
 from service.rest.disconnect import unless_disconnected
 from service.rest.routes.embed import ERRORS
-from service.rest.schemas import InputItem, SimilarityRequest, SimilarityResponse
+from service.rest.schemas import InputItem, SimilarityRequest, SimilarityResponse, image_item
 
 
 def _items(inputs: list[InputItem]) -> list[Item]:
-    return [TextItem(i.text) if i.text is not None else ImageItem(i.image or b"") for i in inputs]
+    return [TextItem(i.text) if i.text is not None else image_item(i.image or b"") for i in inputs]
 
 
 def sides(body: SimilarityRequest) -> tuple[list[Item], list[Item]]:
     """The rows and columns: ``left``/``right``, or images x texts (one list alone: itself)."""
     if body.left is not None and body.right is not None:
         return _items(body.left), _items(body.right)
-    images: list[Item] = [ImageItem(data) for data in body.images or []]
+    images: list[Item] = [image_item(data) for data in body.images or []]
     texts: list[Item] = [TextItem(text) for text in body.texts or []]
     if body.images is not None and body.texts is not None:
         return images, texts

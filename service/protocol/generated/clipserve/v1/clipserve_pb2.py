@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63lipserve/v1/clipserve.proto\x12\x0c\x63lipserve.v1\"2\n\x06Matrix\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0c\n\x04\x63ols\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"/\n\x04Item\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"@\n\x0c\x45mbedRequest\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.clipserve.v1.Item\x12\r\n\x05model\x18\x02 \x01(\t\"H\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\nembeddings\x18\x02 \x01(\x0b\x32\x14.clipserve.v1.Matrix\"Q\n\x12\x45mbedStreamRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12 \n\x04item\x18\x02 \x01(\x0b\x32\x12.clipserve.v1.Item\x12\r\n\x05model\x18\x03 \x01(\t\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"y\n\x13\x45mbedStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\tembedding\x18\x03 \x01(\x0cH\x00\x12(\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.clipserve.v1.ItemErrorH\x00\x42\x08\n\x06result\"\x94\x01\n\x0f\x43lassifyRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x11\n\ttemplates\x18\x03 \x03(\t\x12\x11\n\tlabel_set\x18\x04 \x01(\t\x12\x12\n\x05top_k\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06logits\x18\x06 \x01(\x08\x12\r\n\x05model\x18\x07 \x01(\tB\x08\n\x06_top_k\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\":\n\x0e\x43lassification\x12(\n\x06labels\x18\x01 \x03(\x0b\x32\x18.clipserve.v1.LabelScore\"P\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x07results\x18\x02 \x03(\x0b\x32\x1c.clipserve.v1.Classification\"g\n\x11SimilarityRequest\x12 \n\x04left\x18\x01 \x03(\x0b\x32\x12.clipserve.v1.Item\x12!\n\x05right\x18\x02 \x03(\x0b\x32\x12.clipserve.v1.Item\x12\r\n\x05model\x18\x03 \x01(\t\"v\n\x12SimilarityResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x06\x63osine\x18\x02 \x01(\x0b\x32\x14.clipserve.v1.Matrix\x12+\n\rprobabilities\x18\x03 \x01(\x0b\x32\x14.clipserve.v1.Matrix\"\x13\n\x11ListModelsRequest\"\xaa\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x12\n\nimage_size\x18\x03 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\r\x12\x13\n\x0blogit_scale\x18\x05 \x01(\x02\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x11\n\tprecision\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x11\n\tproviders\x18\t \x03(\t\x12\x13\n\x0b\x66ingerprint\x18\n \x01(\t\x12\x31\n\x05\x65xtra\x18\x0b \x03(\x0b\x32\".clipserve.v1.ModelInfo.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.clipserve.v1.ModelInfo2\x94\x03\n\x0b\x43lipService\x12@\n\x05\x45mbed\x12\x1a.clipserve.v1.EmbedRequest\x1a\x1b.clipserve.v1.EmbedResponse\x12V\n\x0b\x45mbedStream\x12 .clipserve.v1.EmbedStreamRequest\x1a!.clipserve.v1.EmbedStreamResponse(\x01\x30\x01\x12I\n\x08\x43lassify\x12\x1d.clipserve.v1.ClassifyRequest\x1a\x1e.clipserve.v1.ClassifyResponse\x12O\n\nSimilarity\x12\x1f.clipserve.v1.SimilarityRequest\x1a .clipserve.v1.SimilarityResponse\x12O\n\nListModels\x12\x1f.clipserve.v1.ListModelsRequest\x1a .clipserve.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63lipserve/v1/clipserve.proto\x12\x0c\x63lipserve.v1\"2\n\x06Matrix\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0c\n\x04\x63ols\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"D\n\x04Item\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x13\n\timage_url\x18\x03 \x01(\tH\x00\x42\x06\n\x04kind\"@\n\x0c\x45mbedRequest\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.clipserve.v1.Item\x12\r\n\x05model\x18\x02 \x01(\t\"H\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\nembeddings\x18\x02 \x01(\x0b\x32\x14.clipserve.v1.Matrix\"Q\n\x12\x45mbedStreamRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12 \n\x04item\x18\x02 \x01(\x0b\x32\x12.clipserve.v1.Item\x12\r\n\x05model\x18\x03 \x01(\t\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"y\n\x13\x45mbedStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\tembedding\x18\x03 \x01(\x0cH\x00\x12(\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.clipserve.v1.ItemErrorH\x00\x42\x08\n\x06result\"\xbd\x01\n\x0f\x43lassifyRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x11\n\ttemplates\x18\x03 \x03(\t\x12\x11\n\tlabel_set\x18\x04 \x01(\t\x12\x12\n\x05top_k\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06logits\x18\x06 \x01(\x08\x12\r\n\x05model\x18\x07 \x01(\t\x12\'\n\x0bimage_items\x18\x08 \x03(\x0b\x32\x12.clipserve.v1.ItemB\x08\n\x06_top_k\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\":\n\x0e\x43lassification\x12(\n\x06labels\x18\x01 \x03(\x0b\x32\x18.clipserve.v1.LabelScore\"P\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x07results\x18\x02 \x03(\x0b\x32\x1c.clipserve.v1.Classification\"g\n\x11SimilarityRequest\x12 \n\x04left\x18\x01 \x03(\x0b\x32\x12.clipserve.v1.Item\x12!\n\x05right\x18\x02 \x03(\x0b\x32\x12.clipserve.v1.Item\x12\r\n\x05model\x18\x03 \x01(\t\"v\n\x12SimilarityResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x06\x63osine\x18\x02 \x01(\x0b\x32\x14.clipserve.v1.Matrix\x12+\n\rprobabilities\x18\x03 \x01(\x0b\x32\x14.clipserve.v1.Matrix\"\x13\n\x11ListModelsRequest\"\xaa\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x12\n\nimage_size\x18\x03 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\r\x12\x13\n\x0blogit_scale\x18\x05 \x01(\x02\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x11\n\tprecision\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x11\n\tproviders\x18\t \x03(\t\x12\x13\n\x0b\x66ingerprint\x18\n \x01(\t\x12\x31\n\x05\x65xtra\x18\x0b \x03(\x0b\x32\".clipserve.v1.ModelInfo.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.clipserve.v1.ModelInfo2\x94\x03\n\x0b\x43lipService\x12@\n\x05\x45mbed\x12\x1a.clipserve.v1.EmbedRequest\x1a\x1b.clipserve.v1.EmbedResponse\x12V\n\x0b\x45mbedStream\x12 .clipserve.v1.EmbedStreamRequest\x1a!.clipserve.v1.EmbedStreamResponse(\x01\x30\x01\x12I\n\x08\x43lassify\x12\x1d.clipserve.v1.ClassifyRequest\x1a\x1e.clipserve.v1.ClassifyResponse\x12O\n\nSimilarity\x12\x1f.clipserve.v1.SimilarityRequest\x1a .clipserve.v1.SimilarityResponse\x12O\n\nListModels\x12\x1f.clipserve.v1.ListModelsRequest\x1a .clipserve.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,37 +36,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MATRIX']._serialized_start=46
   _globals['_MATRIX']._serialized_end=96
   _globals['_ITEM']._serialized_start=98
-  _globals['_ITEM']._serialized_end=145
-  _globals['_EMBEDREQUEST']._serialized_start=147
-  _globals['_EMBEDREQUEST']._serialized_end=211
-  _globals['_EMBEDRESPONSE']._serialized_start=213
-  _globals['_EMBEDRESPONSE']._serialized_end=285
-  _globals['_EMBEDSTREAMREQUEST']._serialized_start=287
-  _globals['_EMBEDSTREAMREQUEST']._serialized_end=368
-  _globals['_ITEMERROR']._serialized_start=370
-  _globals['_ITEMERROR']._serialized_end=412
-  _globals['_EMBEDSTREAMRESPONSE']._serialized_start=414
-  _globals['_EMBEDSTREAMRESPONSE']._serialized_end=535
-  _globals['_CLASSIFYREQUEST']._serialized_start=538
-  _globals['_CLASSIFYREQUEST']._serialized_end=686
-  _globals['_LABELSCORE']._serialized_start=688
-  _globals['_LABELSCORE']._serialized_end=730
-  _globals['_CLASSIFICATION']._serialized_start=732
-  _globals['_CLASSIFICATION']._serialized_end=790
-  _globals['_CLASSIFYRESPONSE']._serialized_start=792
-  _globals['_CLASSIFYRESPONSE']._serialized_end=872
-  _globals['_SIMILARITYREQUEST']._serialized_start=874
-  _globals['_SIMILARITYREQUEST']._serialized_end=977
-  _globals['_SIMILARITYRESPONSE']._serialized_start=979
-  _globals['_SIMILARITYRESPONSE']._serialized_end=1097
-  _globals['_LISTMODELSREQUEST']._serialized_start=1099
-  _globals['_LISTMODELSREQUEST']._serialized_end=1118
-  _globals['_MODELINFO']._serialized_start=1121
-  _globals['_MODELINFO']._serialized_end=1419
-  _globals['_MODELINFO_EXTRAENTRY']._serialized_start=1375
-  _globals['_MODELINFO_EXTRAENTRY']._serialized_end=1419
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1421
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1482
-  _globals['_CLIPSERVICE']._serialized_start=1485
-  _globals['_CLIPSERVICE']._serialized_end=1889
+  _globals['_ITEM']._serialized_end=166
+  _globals['_EMBEDREQUEST']._serialized_start=168
+  _globals['_EMBEDREQUEST']._serialized_end=232
+  _globals['_EMBEDRESPONSE']._serialized_start=234
+  _globals['_EMBEDRESPONSE']._serialized_end=306
+  _globals['_EMBEDSTREAMREQUEST']._serialized_start=308
+  _globals['_EMBEDSTREAMREQUEST']._serialized_end=389
+  _globals['_ITEMERROR']._serialized_start=391
+  _globals['_ITEMERROR']._serialized_end=433
+  _globals['_EMBEDSTREAMRESPONSE']._serialized_start=435
+  _globals['_EMBEDSTREAMRESPONSE']._serialized_end=556
+  _globals['_CLASSIFYREQUEST']._serialized_start=559
+  _globals['_CLASSIFYREQUEST']._serialized_end=748
+  _globals['_LABELSCORE']._serialized_start=750
+  _globals['_LABELSCORE']._serialized_end=792
+  _globals['_CLASSIFICATION']._serialized_start=794
+  _globals['_CLASSIFICATION']._serialized_end=852
+  _globals['_CLASSIFYRESPONSE']._serialized_start=854
+  _globals['_CLASSIFYRESPONSE']._serialized_end=934
+  _globals['_SIMILARITYREQUEST']._serialized_start=936
+  _globals['_SIMILARITYREQUEST']._serialized_end=1039
+  _globals['_SIMILARITYRESPONSE']._serialized_start=1041
+  _globals['_SIMILARITYRESPONSE']._serialized_end=1159
+  _globals['_LISTMODELSREQUEST']._serialized_start=1161
+  _globals['_LISTMODELSREQUEST']._serialized_end=1180
+  _globals['_MODELINFO']._serialized_start=1183
+  _globals['_MODELINFO']._serialized_end=1481
+  _globals['_MODELINFO_EXTRAENTRY']._serialized_start=1437
+  _globals['_MODELINFO_EXTRAENTRY']._serialized_end=1481
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1483
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1544
+  _globals['_CLIPSERVICE']._serialized_start=1547
+  _globals['_CLIPSERVICE']._serialized_end=1951
 # @@protoc_insertion_point(module_scope)

@@ -17,12 +17,14 @@ class Matrix(_message.Message):
     def __init__(self, rows: _Optional[int] = ..., cols: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("text", "image")
+    __slots__ = ("text", "image", "image_url")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_URL_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: bytes
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ...) -> None: ...
+    image_url: str
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., image_url: _Optional[str] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("items", "model")
@@ -71,7 +73,7 @@ class EmbedStreamResponse(_message.Message):
     def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., embedding: _Optional[bytes] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("images", "labels", "templates", "label_set", "top_k", "logits", "model")
+    __slots__ = ("images", "labels", "templates", "label_set", "top_k", "logits", "model", "image_items")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     TEMPLATES_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +81,7 @@ class ClassifyRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     LOGITS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ITEMS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedScalarFieldContainer[bytes]
     labels: _containers.RepeatedScalarFieldContainer[str]
     templates: _containers.RepeatedScalarFieldContainer[str]
@@ -86,7 +89,8 @@ class ClassifyRequest(_message.Message):
     top_k: int
     logits: bool
     model: str
-    def __init__(self, images: _Optional[_Iterable[bytes]] = ..., labels: _Optional[_Iterable[str]] = ..., templates: _Optional[_Iterable[str]] = ..., label_set: _Optional[str] = ..., top_k: _Optional[int] = ..., logits: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+    image_items: _containers.RepeatedCompositeFieldContainer[Item]
+    def __init__(self, images: _Optional[_Iterable[bytes]] = ..., labels: _Optional[_Iterable[str]] = ..., templates: _Optional[_Iterable[str]] = ..., label_set: _Optional[str] = ..., top_k: _Optional[int] = ..., logits: _Optional[bool] = ..., model: _Optional[str] = ..., image_items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "score")
