@@ -7,13 +7,10 @@ had here: its dashboard is checked statically (test_dashboard_metrics.py)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,6 +18,7 @@ import pytest
 from service.measure.serving import free_port
 from tests.deploy import podman
 from tests.deploy.conftest import ROOT
+from tests.deploy.test_compose import _tool
 
 pytestmark = pytest.mark.container
 
@@ -30,24 +28,17 @@ SCRAPE_DEADLINE_S = 120.0  # scrape and DNS refresh every 15 s (deploy/prometheu
 QUERY = 'sum by (modality) (clipserve_batch_size_count{job="clipserve", model="clipserve-demo"})'
 
 
-def _podman_compose() -> str:
-    beside = Path(sys.executable).parent / "podman-compose"
-    found = str(beside) if beside.exists() else shutil.which("podman-compose")
-    if found is None:
-        pytest.skip("podman-compose is not installed (pip install podman-compose, in the dev extra)")
-    return found
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[dict[str, str]]:
     """clipserve and prometheus up (`podman-compose up -d clipserve prometheus`) on free host ports; their
     URLs. Brought down, volumes included, afterwards."""
-    compose = _podman_compose()
+    compose = _tool("podman-compose", "pip install podman-compose, in the dev extra")
     podman.build("cpu-onnx")
     podman.build("prometheus")
     ports = {"REST_PORT": free_port(), "GRPC_PORT": free_port(), "PROMETHEUS_PORT": free_port()}
     env = {**os.environ, **{key: str(port) for key, port in ports.items()}}
-    project = ["-p", f"clipserve-test-{uuid.uuid4().hex[:8]}"]
+    name = f"clipserve-test-{uuid.uuid4().hex[:8]}"
+    project = ["-p", name]
 
     def compose_run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([compose, *project, *FILES, *args], capture_output=True, text=True, env=env,
@@ -56,23 +47,12 @@ def stack() -> Iterator[dict[str, str]]:
     up = compose_run("up", "-d", "clipserve", "prometheus")
     try:
         assert up.returncode == 0, f"podman-compose up failed:\n{up.stdout}{up.stderr}"
-        yield {"clipserve": f"http://127.0.0.1:{ports['REST_PORT']}",
-               "prometheus": f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}"}
+        clipserve = f"http://127.0.0.1:{ports['REST_PORT']}"
+        podman.wait_ready(f"{name}_clipserve_1", clipserve, 300)  # podman-compose's container name
+        yield {"clipserve": clipserve, "prometheus": f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}"}
     finally:
         down = compose_run("down", "-v")
         assert down.returncode == 0, f"podman-compose down failed:\n{down.stdout}{down.stderr}"
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"clipserve did not get ready at {url}")
 
 
 def _batch_counts(prometheus: str) -> dict[str, float]:
@@ -85,7 +65,6 @@ def _batch_counts(prometheus: str) -> dict[str, float]:
 
 
 def test_prometheus_scrapes_clipserve_in_the_compose_network(stack: dict[str, str]) -> None:
-    _wait_ready(stack["clipserve"])
     for i in range(REQUESTS):
         out = httpx.post(f"{stack['clipserve']}/embed", json={"inputs": [{"text": f"a photo of a dog {i}"}]},
                          timeout=60)
