@@ -1,5 +1,6 @@
 """The Dockerfile: hadolint passes, both targets exist, the images run as non-root with a health check,
-and the build context is an allow-list. (No container engine here: images are not built by the tests.)"""
+and the build context is an allow-list. These read the file; test_container.py builds and runs the slim
+image with podman."""
 
 from __future__ import annotations
 
