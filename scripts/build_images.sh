@@ -96,7 +96,7 @@ make_debian_base() {
   local work
   work=$(mktemp -d)
   # shellcheck disable=SC2064  # expand now: the trap must remove this very folder
-  trap "rm -rf '$work'" RETURN
+  trap "rm -rf '$work'; trap - RETURN" RETURN
   debootstrap --variant=minbase bookworm "$work/rootfs" "$(debian_mirror)" >&2
   rm -rf "$work"/rootfs/var/cache/apt/archives/*.deb "$work"/rootfs/var/lib/apt/lists/*
   tar -C "$work/rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "$DEBIAN_BASE" >&2
@@ -125,6 +125,8 @@ make_python_standin() {
 # repository's models/clipserve-demo stays as it is (its tests serve the demo from their own export).
 make_context() {
   CONTEXT=$(mktemp -d)
+  # shellcheck disable=SC2064
+  trap "rm -rf '$CONTEXT'" EXIT
   local path
   local paths=()
   while read -r path; do [ ! -e "$ROOT/$path" ] || paths+=("$path"); done \
@@ -169,7 +171,8 @@ build_variant() {
   case $variant in
     cpu-onnx) args+=(--target cpu --build-arg WITH_TORCH=0 -f "$CONTEXT/Dockerfile" "$CONTEXT") ;;
     cpu) args+=(--target cpu --build-arg WITH_TORCH=1 -f "$CONTEXT/Dockerfile" "$CONTEXT") ;;
-    prometheus) args=(build --format docker -t "$PROMETHEUS_IMAGE" --build-arg "BASE_IMAGE=$DEBIAN_BASE"
+    prometheus) make_debian_base  # also where the Python base is the official image
+                args=(build --format docker -t "$PROMETHEUS_IMAGE" --build-arg "BASE_IMAGE=$DEBIAN_BASE"
                       -f "$ROOT/deploy/images/prometheus.Dockerfile" "$ROOT/deploy/images") ;;
     *) log "unknown variant: $variant (cpu-onnx, cpu, prometheus)"; rm -f "$conf"; exit 2 ;;
   esac
@@ -192,8 +195,6 @@ main() {
     [ "$base" != "$PYTHON_STANDIN" ] || step "stand-in base images" make_python_standin
     log "python base image: $base"
     step "build context + demo ONNX export" make_context
-    # shellcheck disable=SC2064
-    trap "rm -rf '$CONTEXT'" EXIT
   else
     step "Debian base image" make_debian_base
   fi
