@@ -11,6 +11,11 @@
 #
 # Models are read from CLIPSERVE_MODEL_DIR=/models. The bundled demo model is baked in as the default;
 # mount your own model repository over /models (read-only is fine) to serve other models.
+#
+# The base images are build arguments (PYTHON_IMAGE, CUDA_IMAGE). scripts/build_images.sh builds these
+# images with podman from a locally made stand-in base where the official one cannot be pulled, and
+# exports the demo model's ONNX graphs into the build context first (see docs/deploy.md). HEALTHCHECK is
+# a Docker-format instruction: podman keeps it with `podman build --format docker`.
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 # torch==2.14.1 on PyPI is built against CUDA 13.0 (and onnxruntime-gpu 1.31 too): the GPU image uses a
@@ -40,7 +45,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
 COPY service ./service
 # torch from PyPI is the CUDA build. The server extra pulls `onnxruntime` (CPU), which shares its
 # package directory with `onnxruntime-gpu`: remove the CPU one, then reinstall the GPU one over it.
@@ -91,25 +96,37 @@ ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
 ARG WITH_TORCH=1
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
 COPY service ./service
-RUN if [ "$WITH_TORCH" = "1" ]; then \
-        pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" \
+# pip's cache is a build cache mount: it speeds up rebuilds and never lands in an image.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    if [ "$WITH_TORCH" = "1" ]; then \
+        pip install --index-url "$TORCH_INDEX_URL" \
             "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
-        && pip install --no-cache-dir "./[torch]"; \
+        && pip install "./[torch]"; \
     else \
-        pip install --no-cache-dir "./[server]"; \
+        pip install "./[server]"; \
     fi
-# The demo model is served by ONNX Runtime: export its graphs now, not at every container start. Without
-# torch (WITH_TORCH=0) they cannot be made here: export them into models/clipserve-demo/onnx before the build.
+# The demo model is served by ONNX Runtime: its graphs are exported now, not at every container start.
+# Graphs already in the build context (models/clipserve-demo/onnx: scripts/build_images.sh exports them
+# there) are used as they are. Otherwise they are exported here, with the image's torch or, without torch
+# (WITH_TORCH=0), with torch in a throwaway venv (/opt/export) that never leaves this build stage.
 COPY --from=models /models /models
-RUN if [ "$WITH_TORCH" = "1" ] && [ ! -f /models/clipserve-demo/onnx/image.onnx ]; then \
-        clipserve export --model clipserve-demo --model-dir /models; \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    if [ ! -f /models/clipserve-demo/onnx/image.onnx ]; then \
+        if [ "$WITH_TORCH" != "1" ]; then \
+            python -m venv /opt/export \
+            && /opt/export/bin/pip install --index-url "$TORCH_INDEX_URL" \
+                "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+            && /opt/export/bin/pip install "./[torch]"; \
+        fi \
+        && PATH="/opt/export/bin:$PATH" clipserve export --model clipserve-demo --model-dir /models; \
     fi \
+    && test -f /models/clipserve-demo/onnx/text.onnx \
     && chmod -R a+rX,go-w /models
 
 # ---------------------------------------------------------------------------------------------------
