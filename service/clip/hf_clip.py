@@ -12,7 +12,7 @@ This module reads and converts only; ``service.clip.loading`` builds the model (
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,7 @@ class HfCheckpoint:
     quick_gelu: bool
     state_dict: dict[str, torch.Tensor]  # in open_clip CLIP's layout
     preprocess: dict[str, Any]  # open_clip preprocess_cfg keys
+    family: dict[str, Any] = field(default_factory=dict)  # tokenizer fields (``completion.text_family``)
 
 
 def read_hf_clip(folder: Path) -> HfCheckpoint:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.clip.completion import complete_config, text_family
 from service.clip.model_config import ModelConfig
 from service.errors import NotFound
 
@@ -48,7 +49,6 @@ HUB_PROBE_S = 3.0  # how long start-up waits to learn whether the Hugging Face H
 # Not weights: OpenAI's TorchScript archives carry these ints; a scripted model also saves the causal mask.
 _NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 _PREPROCESS_FIELDS = {"image_size", "mean", "std", "interpolation", "resize_mode", "context_length"}
-_DEFAULT_PREPROCESS: dict[str, Any] = {"interpolation": "bicubic", "resize_mode": "shortest"}
 
 
 @dataclass
@@ -68,8 +68,8 @@ def load_clip(
 
     The returned open_clip model is in eval mode, without gradients, on ``device`` in ``precision``
     (default ``config.precision``; half precisions fall back to fp32 on CPU). The config gains the
-    model's image size, context length, preprocessing (unless the config set them), embedding size and
-    ``exp(logit_scale)``.
+    model's image size, context length, preprocessing (unless the config set them), embedding size,
+    ``exp(logit_scale)``, scoring (and bias) and tokenizer (``service.clip.completion``).
     """
     source = resolve_weights(config, cache_dir)
     if source.kind == "hf":
@@ -79,15 +79,16 @@ def load_clip(
         hf = read_hf_clip(source.path)
         model = build_model(hf.model_cfg, quick_gelu=hf.quick_gelu)
         model.load_state_dict(hf.state_dict, strict=True)
-        preprocess = hf.preprocess
+        preprocess, family = hf.preprocess, hf.family
     else:
         model_cfg, preprocess = arch_config(config)
         model = build_model(model_cfg, quick_gelu=source.quick_gelu, seed=config.seed)
         if source.path is not None:
             model = _load_checkpoint(config, model, source.path)
         preprocess = {**preprocess, **source.preprocess}
+        family = text_family(model_cfg)
     chosen = resolve_precision(precision or config.precision, device)
-    completed = complete_config(config, model, preprocess, chosen)
+    completed = complete_config(config, model, preprocess, chosen, family)
     return to_inference(model, device, chosen), completed
 
 
@@ -312,72 +313,6 @@ def to_inference(model: Any, device: str, precision: str) -> Any:
     model.eval().requires_grad_(False)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     return model.to(device=device, dtype=dtype)
-
-
-def model_image_size(model: Any) -> int:
-    """The square input size of the model's image tower."""
-    size = getattr(model.visual, "image_size", None)
-    if isinstance(size, (tuple, list)):
-        if size[0] != size[1]:
-            raise ValueError(f"non-square image size {tuple(size)} is not supported")
-        size = size[0]
-    if size is None:
-        raise ValueError("the image tower does not report its image size")
-    return int(size)
-
-
-def model_context_length(model: Any) -> int:
-    """The text tower's context length."""
-    text = getattr(model, "text", model)
-    return int(text.context_length)
-
-
-def model_embed_dim(model: Any) -> int:
-    """The embedding size, read off one single-token text through the text tower."""
-    import torch
-
-    from service.clip.text import encode_text_trimmed
-
-    with torch.inference_mode():
-        return int(encode_text_trimmed(model, torch.zeros((1, 1), dtype=torch.long)).shape[-1])
-
-
-def complete_config(
-    config: ModelConfig, model: Any, preprocess: Mapping[str, Any], precision: str
-) -> ModelConfig:
-    """Fill the config from the model and its preprocessing.
-
-    Values the config set explicitly win for preprocessing (a repository entry is authoritative);
-    image size and context length must agree with the model; embed_dim and logit_scale are the model's.
-    """
-    import torch
-
-    values: dict[str, Any] = {**_DEFAULT_PREPROCESS, **{k: v for k, v in preprocess.items() if v is not None}}
-    found: dict[str, Any] = {
-        "image_size": model_image_size(model),
-        "context_length": model_context_length(model),
-        "mean": tuple(float(x) for x in values.get("mean", config.mean)),
-        "std": tuple(float(x) for x in values.get("std", config.std)),
-        "interpolation": values["interpolation"],
-        "resize_mode": values["resize_mode"],
-    }
-    for key, allowed in (("interpolation", ("bicubic", "bilinear")), ("resize_mode", ("shortest",))):
-        if found[key] not in allowed:
-            raise ValueError(f"model {config.name!r}: {key} {found[key]!r} is not supported ({', '.join(allowed)})")
-    explicit = config.model_fields_set
-    for key in ("image_size", "context_length"):
-        if key in explicit and getattr(config, key) != found[key]:
-            raise ValueError(
-                f"model {config.name!r}: config says {key}={getattr(config, key)} but the model has {found[key]}"
-            )
-    update = {k: v for k, v in found.items() if k not in explicit}
-    with torch.no_grad():
-        update["logit_scale"] = float(model.logit_scale.float().exp().reshape(-1)[0])
-    update["embed_dim"] = model_embed_dim(model)
-    update["precision"] = precision
-    data = config.model_dump()
-    data.update(update)
-    return ModelConfig.model_validate(data)
 
 
 def fingerprint(config: ModelConfig, weights: Mapping[str, torch.Tensor] | Path | str) -> str:

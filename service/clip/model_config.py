@@ -55,6 +55,18 @@ class ModelConfig(BaseModel):
     backend: Literal["torch", "onnx", "fake"] = "torch"
     embed_dim: int | None = Field(None, description="Embedding size (required for ONNX serving).")
     logit_scale: float | None = Field(None, description="exp(logit_scale) of the model (ONNX serving).")
+    scoring: Literal["softmax", "sigmoid"] = Field(
+        "softmax", description="How scores are made: softmax over labels (CLIP) or a sigmoid per label (SigLIP)."
+    )
+    logit_bias: float | None = Field(None, description="SigLIP's learned bias: sigmoid(logit_scale * cos + bias).")
+    tokenizer: str | None = Field(
+        None, description="Hugging Face tokenizer files: a folder (relative to the model folder) or "
+        "'hf-hub:<repo>' (downloaded when online); None = CLIP's BPE tokenizer.",
+    )
+    tokenizer_clean: Literal["whitespace", "lower", "canonicalize"] = Field(
+        "whitespace", description="open_clip's text cleaning before a Hugging Face tokenizer."
+    )
+    strip_sep_token: bool = Field(False, description="Replace the separator id by 0 (open_clip's option).")
     onnx: OnnxFiles | None = None
     seed: int = Field(0, description="Seed for random-init weights (tests and benchmarks).")
     path: Path | None = Field(None, description="The model folder (set when read from the repository).")

@@ -163,7 +163,7 @@ class Engine:
         """Tokens per text as ``model``'s tokenizer makes them: start and end tokens included, at most
         the context length (what the model reads). Tokenizes again (cached): call after ``embed``."""
         served = self._model(model)
-        return [len(served.tokenizer.encode(text)) for text in texts]
+        return [served.tokenizer.count(text) for text in texts]
 
     # -- calls --------------------------------------------------------------------------------
 
