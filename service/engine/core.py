@@ -21,7 +21,6 @@ import numpy as np
 
 from service.clip import zeroshot
 from service.clip.model_config import resolve_model
-from service.clip.zeroshot import softmax
 from service.config import Settings
 from service.engine.admission import Admission
 from service.engine.served_model import ServedModel, close_backend_threads, start_backend_threads
@@ -195,7 +194,8 @@ class Engine:
     ) -> ClassifyResult:
         """Zero-shot classification of each image against labels (or a named label set).
 
-        Scores are softmax probabilities over all labels (``logits``: logit_scale x cosine instead);
+        Scores are the model's probabilities: a softmax over all labels (CLIP), or per label
+        ``sigmoid(logit_scale x cosine + logit_bias)`` (SigLIP); ``logits``: the logits instead;
         each result holds the ``top_k`` best labels (at most as many as there are labels).
         """
         async with self._call("classify", protocol):
@@ -211,7 +211,9 @@ class Engine:
                     self.class_embeddings.get(served, names, templates_used, deadline),
                     self._embed_items(served, image_items, "images", deadline),
                 )
-            order, scores = zeroshot.classify(image_rows, class_rows, served.info.logit_scale, top_k, logits)
+            info = served.info
+            order, scores = zeroshot.classify(image_rows, class_rows, info.logit_scale, top_k, logits,
+                                              info.scoring, info.logit_bias)
             results = [
                 [LabelScore(names[j], float(score)) for j, score in zip(row_order, row_scores, strict=True)]
                 for row_order, row_scores in zip(order, scores, strict=True)
@@ -222,7 +224,7 @@ class Engine:
         self, left: Sequence[Item], right: Sequence[Item], model: str | None = None,
         timeout_s: float | None = None, protocol: str = "rest",
     ) -> SimilarityResult:
-        """Cosine similarity matrix and softmax probabilities between two item lists."""
+        """Cosine similarity matrix and the model's probabilities (softmax per row, or sigmoid) between two lists."""
         async with self._call("similarity", protocol):
             served = self._model(model)
             deadline = self._deadline(timeout_s)
@@ -234,7 +236,10 @@ class Engine:
                     self._embed_items(served, right, "right", deadline),
                 )
             cosine = left_rows @ right_rows.T
-            return SimilarityResult(served.name, cosine, softmax(served.info.logit_scale * cosine))
+            info = served.info
+            return SimilarityResult(
+                served.name, cosine, zeroshot.probabilities(cosine, info.logit_scale, info.scoring, info.logit_bias)
+            )
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -211,6 +211,13 @@ def _token_checks(context_length: int, vocab_size: int) -> list[torch.Tensor]:
     return checks
 
 
+def _vocab_size(model: Any) -> int:
+    """The text tower's vocabulary: open_clip's CLIP has it on the model, CustomTextCLIP on ``model.text``
+    (SigLIP: 32,000 or 256,000; ids beyond it would fail in the embedding)."""
+    size = getattr(model, "vocab_size", None) or getattr(getattr(model, "text", None), "vocab_size", None)
+    return int(size or 49408)
+
+
 def export_towers(model: Any, config: ModelConfig, out_dir: Path, options: ExportOptions) -> OnnxFiles:
     """Export both towers of a loaded open_clip model into ``out_dir/onnx``; return their files."""
     import torch
@@ -225,7 +232,7 @@ def export_towers(model: Any, config: ModelConfig, out_dir: Path, options: Expor
         sequence = torch.export.Dim("sequence", min=1, max=config.context_length)
         pixels = torch.zeros(2, 3, config.image_size, config.image_size)
         _export_graph(image_tower, pixels, image_tmp, "pixels", {0: batch}, options.opset)
-        vocab_size = int(getattr(model, "vocab_size", 49408))
+        vocab_size = _vocab_size(model)
         tokens = torch.ones(2, config.context_length, dtype=torch.long)
         tokens[:, -1] = vocab_size - 1  # a non-degenerate argmax while exporting
         _export_graph(text_tower, tokens, text_tmp, "tokens", {0: batch, 1: sequence}, options.opset)

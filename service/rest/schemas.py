@@ -205,7 +205,7 @@ class _ClassifyCommon(_Body):
         5, description="Labels returned per image (at most the number of labels).", json_schema_extra={"minimum": 1}
     )
     return_logits: StrictBool = Field(
-        False, description="Scores as logits (logit_scale x cosine) instead of probabilities."
+        False, description="Scores as logits (logit_scale x cosine, + logit_bias for SigLIP) instead of probabilities."
     )
 
 
@@ -332,7 +332,8 @@ class SimilarityRequest(_Shaped):
 
 
 class SimilarityResponse(BaseModel):
-    """Matrices of shape (rows, columns): cosine similarity, and softmax over each row of logit_scale x cosine."""
+    """Matrices of shape (rows, columns): cosine similarity, and the model's probabilities: softmax over each row of
+    logit_scale x cosine (CLIP), or sigmoid(logit_scale x cosine + logit_bias) per entry (SigLIP)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -360,6 +361,11 @@ class ModelCard(BaseModel):
     providers: list[str] = Field(description="ONNX Runtime execution providers in use (onnx backend).")
     fingerprint: str = Field(description="Hash of the weights and preprocessing settings.")
     extra: dict[str, str] = Field(default_factory=dict)
+    scoring: Literal["softmax", "sigmoid"] = Field(
+        "softmax", description="How probabilities are made: softmax over labels (CLIP), or a sigmoid per label, "
+        "sigmoid(logit_scale x cosine + logit_bias) (SigLIP: labels are independent, scores need not sum to 1).",
+    )
+    logit_bias: float | None = Field(None, description="The sigmoid's learned bias (SigLIP); null for softmax.")
 
 
 class ModelsResponse(BaseModel):
