@@ -10,7 +10,8 @@ Sources (``ModelConfig.weights``, resolved relative to the model folder):
   TorchScript archive. With architecture ``openai`` the architecture is inferred from an OpenAI
   checkpoint (QuickGELU, as OpenAI trained), otherwise it is the open_clip ``architecture`` (or the
   custom ``arch_config`` JSON of a model repository entry).
-- ``hf:<dir>`` (or architecture ``hf``): a Hugging Face ``CLIPModel`` directory, see ``hf_clip``.
+- ``hf:<dir>`` (or architecture ``hf``): a Hugging Face ``CLIPModel`` directory, see ``hf_clip``, or a
+  ``SiglipModel`` / ``Siglip2Model`` one, see ``hf_siglip``.
 
 torch and open_clip are imported inside the functions, so importing this module (for ``fingerprint``
 of a weight file, say) does not need them.
@@ -77,7 +78,7 @@ def load_clip(
 
         assert source.path is not None
         hf = read_hf_clip(source.path)
-        model = build_model(hf.model_cfg, quick_gelu=hf.quick_gelu)
+        model = hf.build() if hf.build else build_model(hf.model_cfg, quick_gelu=hf.quick_gelu)
         model.load_state_dict(hf.state_dict, strict=True)
         preprocess, family = hf.preprocess, hf.family
     else:
