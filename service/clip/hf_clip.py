@@ -69,10 +69,6 @@ def read_hf_clip(folder: Path) -> HfCheckpoint:
     """Read an HF CLIPModel (or SigLIP, ``hf_siglip``) folder: the open_clip config, renamed weights and
     preprocessing (no model built)."""
     config = json.loads((folder / "config.json").read_text())
-    from service.clip.hf_siglip import is_siglip, read_hf_siglip
-
-    if is_siglip(config):
-        return read_hf_siglip(folder, config)
     if config.get("model_type", "clip") != "clip":
         raise ValueError(f"Hugging Face model type {config['model_type']!r} in {folder} is not supported "
                          "(clip, siglip or siglip2)")

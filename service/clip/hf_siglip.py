@@ -17,13 +17,14 @@ Only the loader imports this module (it imports torch). The tokenizer files save
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from service.clip.hf_clip import HfCheckpoint, _read_weights, read_preprocess
+from service.clip.hf_clip import HfCheckpoint, _read_weights, read_hf_clip, read_preprocess
 
 SIGLIP_TYPES = ("siglip", "siglip2")
 _ACTIVATIONS = {"gelu_pytorch_tanh": "tanh", "gelu": "none"}  # -> nn.GELU(approximate=...)
@@ -64,6 +65,12 @@ def _parts(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
             raise ValueError(f"Hugging Face SigLIP {part}.hidden_act {values['hidden_act']!r} is not supported "
                              f"({', '.join(_ACTIVATIONS)})")
     return text, vision
+
+
+def read_hf_folder(folder: Path) -> HfCheckpoint:
+    """Read a Hugging Face model folder: SigLIP / SigLIP 2 here, CLIP by ``hf_clip``."""
+    config = json.loads((folder / "config.json").read_text())
+    return read_hf_siglip(folder, config) if is_siglip(config) else read_hf_clip(folder)
 
 
 def read_hf_siglip(folder: Path, config: dict[str, Any]) -> HfCheckpoint:

@@ -74,10 +74,10 @@ def load_clip(
     """
     source = resolve_weights(config, cache_dir)
     if source.kind == "hf":
-        from service.clip.hf_clip import read_hf_clip
+        from service.clip.hf_siglip import read_hf_folder
 
         assert source.path is not None
-        hf = read_hf_clip(source.path)
+        hf = read_hf_folder(source.path)
         model = hf.build() if hf.build else build_model(hf.model_cfg, quick_gelu=hf.quick_gelu)
         model.load_state_dict(hf.state_dict, strict=True)
         preprocess, family = hf.preprocess, hf.family

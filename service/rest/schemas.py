@@ -204,9 +204,7 @@ class _ClassifyCommon(_Body):
     top_k: JsonInt = Field(
         5, description="Labels returned per image (at most the number of labels).", json_schema_extra={"minimum": 1}
     )
-    return_logits: StrictBool = Field(
-        False, description="Scores as logits (logit_scale x cosine, + logit_bias for SigLIP) instead of probabilities."
-    )
+    return_logits: StrictBool = Field(False, description="Scores as logits (logit_scale x cosine + logit_bias).")
 
 
 class ClassifyWithLabels(_ClassifyCommon):
@@ -332,8 +330,7 @@ class SimilarityRequest(_Shaped):
 
 
 class SimilarityResponse(BaseModel):
-    """Matrices of shape (rows, columns): cosine similarity, and the model's probabilities: softmax over each row of
-    logit_scale x cosine (CLIP), or sigmoid(logit_scale x cosine + logit_bias) per entry (SigLIP)."""
+    """Matrices of shape (rows, columns): cosine similarity, and the model's probabilities (docs/api.md)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -361,11 +358,8 @@ class ModelCard(BaseModel):
     providers: list[str] = Field(description="ONNX Runtime execution providers in use (onnx backend).")
     fingerprint: str = Field(description="Hash of the weights and preprocessing settings.")
     extra: dict[str, str] = Field(default_factory=dict)
-    scoring: Literal["softmax", "sigmoid"] = Field(
-        "softmax", description="How probabilities are made: softmax over labels (CLIP), or a sigmoid per label, "
-        "sigmoid(logit_scale x cosine + logit_bias) (SigLIP: labels are independent, scores need not sum to 1).",
-    )
-    logit_bias: float | None = Field(None, description="The sigmoid's learned bias (SigLIP); null for softmax.")
+    scoring: Literal["softmax", "sigmoid"] = Field("softmax", description="softmax over labels, or sigmoid per label.")
+    logit_bias: float | None = Field(None, description="SigLIP: sigmoid(logit_scale x cosine + logit_bias); else null.")
 
 
 class ModelsResponse(BaseModel):
