@@ -123,10 +123,34 @@ def _load_checkpoint(config: ModelConfig, model: Any, path: Path) -> Any:
     try:
         return load_weights(model, path, infer_openai=config.architecture == OPENAI_ARCH)
     except Exception as exc:
+        mismatch = _architecture_mismatch(model, path) if model is not None else None
+        if mismatch:
+            raise _model_error(config, f"checkpoint file {path} is not a {config.architecture} checkpoint "
+                                       f"({mismatch})") from exc
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise _model_error(
             config, f"checkpoint file {path} cannot be loaded ({type(exc).__name__}: {detail})"
         ) from exc
+
+
+def _architecture_mismatch(model: Any, path: Path) -> str | None:
+    """How a checkpoint's tensors differ from the model's (read only after loading failed), or None."""
+    try:
+        theirs = read_state_dict(path)
+    except Exception:
+        return None  # not a checkpoint at all: the loader's own error says so
+    ours = model.state_dict()
+    theirs = {k.removeprefix("module."): v for k, v in theirs.get("state_dict", theirs).items()}
+    shapes = [k for k in ours.keys() & theirs.keys() if tuple(ours[k].shape) != tuple(theirs[k].shape)]
+    missing = sorted(ours.keys() - theirs.keys())
+    if not shapes and not missing:
+        return None
+    parts = [f"{len(missing)} of the model's {len(ours)} tensors missing"] if missing else []
+    if shapes:
+        key = sorted(shapes)[0]
+        parts.append(f"{len(shapes)} of other shapes, e.g. {key} {tuple(theirs[key].shape)} "
+                     f"where the model has {tuple(ours[key].shape)}")
+    return "; ".join(parts)
 
 
 def _pretrained_tag(config: ModelConfig, tag: str, cache_dir: Path | str | None) -> WeightSource:
