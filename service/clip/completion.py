@@ -98,7 +98,7 @@ def complete_config(
         "interpolation": values["interpolation"],
         "resize_mode": values["resize_mode"],
     }
-    for key, allowed in (("interpolation", ("bicubic", "bilinear")), ("resize_mode", ("shortest",))):
+    for key, allowed in (("interpolation", ("bicubic", "bilinear")), ("resize_mode", ("shortest", "squash"))):
         if found[key] not in allowed:
             raise ValueError(f"model {config.name!r}: {key} {found[key]!r} is not supported ({', '.join(allowed)})")
     explicit = config.model_fields_set

@@ -85,7 +85,7 @@ def read_hf_siglip(folder: Path, config: dict[str, Any]) -> HfCheckpoint:
     family: dict[str, Any] = {"tokenizer_clean": "canonicalize"}
     if (folder / "tokenizer.json").is_file():
         family["tokenizer"] = str(folder.resolve())
-    preprocess = read_preprocess(folder)
+    preprocess = {**read_preprocess(folder), "resize_mode": "squash"}  # SiglipImageProcessor: to (size, size)
     return HfCheckpoint(
         model_cfg={}, quick_gelu=False,
         state_dict=convert_state_dict(_read_weights(folder), int(vision["patch_size"]), siglip2),

@@ -140,7 +140,6 @@ def _architecture_mismatch(model: Any, path: Path) -> str | None:
     except Exception:
         return None  # not a checkpoint at all: the loader's own error says so
     ours = model.state_dict()
-    theirs = {k.removeprefix("module."): v for k, v in theirs.get("state_dict", theirs).items()}
     shapes = [k for k in ours.keys() & theirs.keys() if tuple(ours[k].shape) != tuple(theirs[k].shape)]
     missing = sorted(ours.keys() - theirs.keys())
     if not shapes and not missing:

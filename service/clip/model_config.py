@@ -49,7 +49,7 @@ class ModelConfig(BaseModel):
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
     interpolation: Literal["bicubic", "bilinear"] = "bicubic"
-    resize_mode: Literal["shortest"] = "shortest"
+    resize_mode: Literal["shortest", "squash"] = "shortest"
     context_length: int = 77
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     backend: Literal["torch", "onnx", "fake"] = "torch"

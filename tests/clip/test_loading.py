@@ -288,7 +288,7 @@ def test_openai_architecture_needs_a_checkpoint() -> None:
 
 
 def test_unsupported_preprocessing_is_named(folder: Path) -> None:
-    squash = {"model_cfg": TINY_VIT, "preprocess_cfg": {"resize_mode": "squash"}}
-    (folder / "squash.json").write_text(json.dumps(squash))
-    with pytest.raises(ValueError, match="resize_mode 'squash' is not supported"):
-        load_clip(ModelConfig(name="s", architecture="x", arch_config="squash.json", path=folder))
+    longest = {"model_cfg": TINY_VIT, "preprocess_cfg": {"resize_mode": "longest"}}
+    (folder / "longest.json").write_text(json.dumps(longest))
+    with pytest.raises(ValueError, match="resize_mode 'longest' is not supported"):
+        load_clip(ModelConfig(name="s", architecture="x", arch_config="longest.json", path=folder))
