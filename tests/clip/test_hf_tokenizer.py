@@ -95,3 +95,36 @@ def test_bad_tokenizer_files_name_the_model_and_the_problem(tmp_path: Path, dama
 def test_unknown_cleaning_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TokenizerFilesError, match="unknown text cleaning"):
         HfTokenizer(make_tokenizer_folder(tmp_path), CONTEXT, "shout")
+
+
+def test_a_hub_tokenizer_is_downloaded_into_the_cache_when_online(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """``hf-hub:<repo>`` fetches tokenizer.json and the two config files (an absent config file is skipped)."""
+    import shutil
+
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from service.clip.hf_tokenizer import HUB_FILES
+
+    source = make_tokenizer_folder(tmp_path / "hub", "bpe")
+    (source / "special_tokens_map.json").unlink()
+    cache = tmp_path / "cache"
+    calls: list[tuple[str, str, str | None]] = []
+
+    def download(repo_id: str, filename: str, cache_dir: str | None = None) -> str:
+        calls.append((repo_id, filename, cache_dir))
+        if not (source / filename).is_file():
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        target = cache / repo_id / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / filename, target)
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr("service.clip.loading.hub_reachable", lambda *args: True)
+    config = ModelConfig(name="siglip2", architecture="ViT-B-16-SigLIP2", tokenizer="hf-hub:timm/ViT-B-16-SigLIP2",
+                         context_length=CONTEXT, tokenizer_clean="canonicalize")
+    tok = load_tokenizer(config, cache)
+    assert calls == [("timm/ViT-B-16-SigLIP2", name, str(cache)) for name in HUB_FILES]
+    assert tok("A photo of a cat").tolist() == HfTokenizer(source, CONTEXT, "canonicalize")("a photo of a cat").tolist()
