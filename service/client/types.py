@@ -19,7 +19,8 @@ Input = str | bytes  # a text, or an encoded image (JPEG, PNG, ...)
 
 @dataclass(frozen=True)
 class Similarity:
-    """Cosine similarities (len(left), len(right)) and CLIP's softmax probabilities per left row."""
+    """Cosine similarities (len(left), len(right)) and the model's probabilities: softmax per left row (CLIP),
+    or a sigmoid per entry (SigLIP; see ``ModelInfo.scoring``)."""
 
     model: str
     cosine: np.ndarray
