@@ -248,8 +248,9 @@ def export_towers(model: Any, config: ModelConfig, out_dir: Path, options: Expor
 def onnx_config(config: ModelConfig, files: OnnxFiles, name: str, out_dir: Path) -> ModelConfig:
     """The config of the exported model: same preprocessing, backend ``onnx``, torch still able to load it.
 
-    Exported to another folder, a custom architecture file is copied along and a checkpoint that was
-    relative to the source folder becomes an absolute path.
+    Exported to another folder, a custom architecture file is copied along and a checkpoint or tokenizer
+    folder that was relative to the source folder becomes an absolute path. The config keeps the model's
+    scoring, logit scale and bias, and tokenizer (``service.clip.completion``), so ONNX serving needs no torch.
     """
     update: dict[str, Any] = {"name": name, "backend": "onnx", "onnx": files, "path": out_dir}
     if config.path is not None and config.path.resolve() != out_dir.resolve():
@@ -259,6 +260,8 @@ def onnx_config(config: ModelConfig, files: OnnxFiles, name: str, out_dir: Path)
             update["arch_config"] = arch.name
         if config.weights and config.resolve(config.weights).exists():
             update["weights"] = str(config.resolve(config.weights).resolve())
+        if config.tokenizer and not config.tokenizer.startswith("hf-hub:"):  # a local tokenizer folder
+            update["tokenizer"] = str(config.resolve(config.tokenizer).resolve())
     return config.model_copy(update=update)
 
 
