@@ -60,6 +60,10 @@ def is_siglip(config: dict[str, Any]) -> bool:
 def _parts(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     text = {**_TEXT_DEFAULTS, **config.get("text_config", {})}
     vision = {**_VISION_DEFAULTS, **config.get("vision_config", {})}
+    text["projection_size"] = text.get("projection_size") or text["hidden_size"]  # transformers' default
+    if text["projection_size"] != vision["hidden_size"]:
+        raise ValueError(f"Hugging Face SigLIP image features ({vision['hidden_size']}, vision_config.hidden_size) and "
+                         f"text features ({text['projection_size']}, text_config.projection_size) differ in size")
     for part, values in (("text_config", text), ("vision_config", vision)):
         if values["hidden_act"] not in _ACTIVATIONS:
             raise ValueError(f"Hugging Face SigLIP {part}.hidden_act {values['hidden_act']!r} is not supported "
@@ -108,7 +112,8 @@ def build_siglip(text: dict[str, Any], vision: dict[str, Any]) -> Any:
     }
     tiny_vision = {"image_size": vision["patch_size"], "patch_size": vision["patch_size"], "width": 8, "layers": 1,
                    "head_width": 8}  # replaced below: only the text tower is open_clip's own
-    model = open_clip.CustomTextCLIP(embed_dim=width, vision_cfg=tiny_vision, text_cfg=text_cfg, init_logit_bias=0.0)
+    model = open_clip.CustomTextCLIP(embed_dim=int(text["projection_size"]), vision_cfg=tiny_vision,
+                                     text_cfg=text_cfg, init_logit_bias=0.0)
     d = int(vision["hidden_size"])
     trunk = VisionTransformer(
         img_size=vision["image_size"], patch_size=vision["patch_size"], embed_dim=d,

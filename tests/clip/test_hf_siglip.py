@@ -24,7 +24,8 @@ TEXTS = ["a photo of a cat", "A DOG!!", "", "word " * 100, "ünïcödé 😀"]
 
 def _configs(kind: str) -> Any:
     text = {"vocab_size": 600, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "max_position_embeddings": CONTEXT, "pad_token_id": 2}
+            "num_attention_heads": 4, "max_position_embeddings": CONTEXT, "pad_token_id": 2,
+            "projection_size": 48}
     vision = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
               "patch_size": PATCH}
     if kind == "siglip":
@@ -95,3 +96,26 @@ def test_an_unsupported_activation_names_itself(folder: tuple[str, Path, Any], t
     (copy / "config.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"text_config\.hidden_act 'swish' is not supported"):
         load_clip(ModelConfig(name="s", architecture="hf", weights=f"hf:{copy}"))
+
+
+def test_served_through_the_real_server(folder: tuple[str, Path, Any], tmp_path: Path) -> None:
+    """``--model <folder>``: texts embedded by the server equal transformers' normalised text features,
+    tokenized by the folder's own tokenizer; ``/models`` says sigmoid with the folder's bias."""
+    from service.client import ClipClient
+    from tests.api.server_process import ServerProcess
+
+    _, path, reference = folder
+    server = ServerProcess(tmp_path / "server.log", "--model", str(path), "--backend", "torch", "--no-warmup")
+    try:
+        server.wait_ready()
+        with ClipClient(server.url) as client:
+            got = client.embed_texts(TEXTS)
+            (info,) = client.models()
+    finally:
+        server.stop()
+    _, config = load_clip(ModelConfig(name="s", architecture="hf", weights=f"hf:{path}"))
+    tokens = torch.from_numpy(load_tokenizer(config)(TEXTS))
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(_features(reference.get_text_features(input_ids=tokens)), dim=-1)
+    assert np.abs(got - want.numpy()).max() <= TOLERANCE
+    assert info.scoring == "sigmoid" and info.logit_bias == pytest.approx(-1.25) and info.context_length == CONTEXT
