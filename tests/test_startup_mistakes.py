@@ -224,3 +224,44 @@ def test_rest_bind_failure_inside_uvicorn_names_the_port(busy_port: int) -> None
     with pytest.raises(SettingError) as refused:
         asyncio.run(server.startup())
     assert refused.value.setting == "port"
+
+
+def test_a_checkpoint_of_another_architecture_names_both(tmp_path: Path) -> None:
+    import torch
+
+    from service.clip.loading import build_model
+
+    vision = {"image_size": 32, "patch_size": 16, "width": 32, "layers": 1, "head_width": 16}
+    tiny = {"embed_dim": 16, "vision_cfg": vision,
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    other = tmp_path / "tiny.pt"
+    torch.save(build_model(tiny).state_dict(), other)
+    status, err, _ = start("--model", f"ViT-B-32:{other}", "--backend", "torch")
+    assert_short_refusal(status, err, f"--model ViT-B-32:{other}", "is not a ViT-B-32 checkpoint", "of other shapes")
+
+
+def _entry(model_dir: Path, tokenizer: str) -> None:
+    entry = model_dir / "hf-tok"
+    entry.mkdir(parents=True)
+    (entry / "config.json").write_text(
+        f'{{"name": "hf-tok", "architecture": "ViT-B-32", "tokenizer": "{tokenizer}"}}'
+    )
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_a_tokenizer_folder_missing_or_corrupt_names_the_model_and_how_to_give_it(tmp_path: Path, damage: str) -> None:
+    folder = tmp_path / "tokenizer"
+    if damage == "corrupt":
+        folder.mkdir()
+        (folder / "tokenizer.json").write_text('{"version": "1.0", "model": ')
+    _entry(tmp_path / "models", str(folder))
+    status, err, _ = start("--model-dir", str(tmp_path / "models"), "--model", "hf-tok", "--backend", "torch")
+    expected = "does not exist" if damage == "missing" else "cannot be read"
+    assert_short_refusal(status, err, "--model hf-tok", str(folder), expected, '"tokenizer": "/path/to/folder"')
+
+
+def test_siglip_offline_without_its_tokenizer_says_so(tmp_path: Path) -> None:
+    """On main this started and failed at warm-up with a bare IndexError (CLIP ids in a 32,000-token vocabulary)."""
+    status, err, _ = start("--model", "ViT-B-16-SigLIP", "--backend", "torch", "--cache-dir", str(tmp_path))
+    assert_short_refusal(status, err, "--model ViT-B-16-SigLIP", "hf-hub:timm/ViT-B-16-SigLIP", "offline",
+                         '"tokenizer": "/path/to/folder"')

@@ -72,6 +72,7 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
         name=m.name, dimension=m.dimension, image_size=m.image_size, context_length=m.context_length,
         logit_scale=m.logit_scale, backend=m.backend, precision=m.precision, device=m.device,
         providers=tuple(m.providers), fingerprint=m.fingerprint, extra=dict(m.extra),
+        scoring=m.scoring or "softmax", logit_bias=m.logit_bias if m.HasField("logit_bias") else None,
     )
 
 

@@ -133,6 +133,7 @@ def parse_models(body: dict[str, Any]) -> list[ModelInfo]:
             name=m["id"], dimension=m["dimension"], image_size=m["image_size"], context_length=m["context_length"],
             logit_scale=m["logit_scale"], backend=m["backend"], precision=m["precision"], device=m["device"],
             providers=tuple(m.get("providers", ())), fingerprint=m.get("fingerprint", ""), extra=m.get("extra", {}),
+            scoring=m.get("scoring", "softmax"), logit_bias=m.get("logit_bias"),
         )
         for m in body["data"]
     ]

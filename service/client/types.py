@@ -22,7 +22,8 @@ Image = bytes | ImageUrl  # an image to classify: encoded, or its URL
 
 @dataclass(frozen=True)
 class Similarity:
-    """Cosine similarities (len(left), len(right)) and CLIP's softmax probabilities per left row."""
+    """Cosine similarities (len(left), len(right)) and the model's probabilities: softmax per left row (CLIP),
+    or a sigmoid per entry (SigLIP; see ``ModelInfo.scoring``)."""
 
     model: str
     cosine: np.ndarray

@@ -12,7 +12,8 @@ This module reads and converts only; ``service.clip.loading`` builds the model (
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,11 +61,17 @@ class HfCheckpoint:
     quick_gelu: bool
     state_dict: dict[str, torch.Tensor]  # in open_clip CLIP's layout
     preprocess: dict[str, Any]  # open_clip preprocess_cfg keys
+    family: dict[str, Any] = field(default_factory=dict)  # tokenizer fields (``completion.text_family``)
+    build: Callable[[], Any] | None = None  # builds the model where ``model_cfg`` cannot (SigLIP folders)
 
 
 def read_hf_clip(folder: Path) -> HfCheckpoint:
-    """Read an HF CLIPModel folder: the open_clip config, renamed weights and preprocessing (no model built)."""
+    """Read an HF CLIPModel (or SigLIP, ``hf_siglip``) folder: the open_clip config, renamed weights and
+    preprocessing (no model built)."""
     config = json.loads((folder / "config.json").read_text())
+    if config.get("model_type", "clip") != "clip":
+        raise ValueError(f"Hugging Face model type {config['model_type']!r} in {folder} is not supported "
+                         "(clip, siglip or siglip2)")
     return HfCheckpoint(
         model_cfg=open_clip_config(config),
         quick_gelu=_quick_gelu(config),

@@ -10,7 +10,8 @@ Sources (``ModelConfig.weights``, resolved relative to the model folder):
   TorchScript archive. With architecture ``openai`` the architecture is inferred from an OpenAI
   checkpoint (QuickGELU, as OpenAI trained), otherwise it is the open_clip ``architecture`` (or the
   custom ``arch_config`` JSON of a model repository entry).
-- ``hf:<dir>`` (or architecture ``hf``): a Hugging Face ``CLIPModel`` directory, see ``hf_clip``.
+- ``hf:<dir>`` (or architecture ``hf``): a Hugging Face ``CLIPModel`` directory, see ``hf_clip``, or a
+  ``SiglipModel`` / ``Siglip2Model`` one, see ``hf_siglip``.
 
 torch and open_clip are imported inside the functions, so importing this module (for ``fingerprint``
 of a weight file, say) does not need them.
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.clip.completion import complete_config, text_family
 from service.clip.model_config import ModelConfig
 from service.errors import NotFound
 
@@ -48,7 +50,6 @@ HUB_PROBE_S = 3.0  # how long start-up waits to learn whether the Hugging Face H
 # Not weights: OpenAI's TorchScript archives carry these ints; a scripted model also saves the causal mask.
 _NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 _PREPROCESS_FIELDS = {"image_size", "mean", "std", "interpolation", "resize_mode", "context_length"}
-_DEFAULT_PREPROCESS: dict[str, Any] = {"interpolation": "bicubic", "resize_mode": "shortest"}
 
 
 @dataclass
@@ -68,26 +69,27 @@ def load_clip(
 
     The returned open_clip model is in eval mode, without gradients, on ``device`` in ``precision``
     (default ``config.precision``; half precisions fall back to fp32 on CPU). The config gains the
-    model's image size, context length, preprocessing (unless the config set them), embedding size and
-    ``exp(logit_scale)``.
+    model's image size, context length, preprocessing (unless the config set them), embedding size,
+    ``exp(logit_scale)``, scoring (and bias) and tokenizer (``service.clip.completion``).
     """
     source = resolve_weights(config, cache_dir)
     if source.kind == "hf":
-        from service.clip.hf_clip import read_hf_clip
+        from service.clip.hf_siglip import read_hf_folder
 
         assert source.path is not None
-        hf = read_hf_clip(source.path)
-        model = build_model(hf.model_cfg, quick_gelu=hf.quick_gelu)
+        hf = read_hf_folder(source.path)
+        model = hf.build() if hf.build else build_model(hf.model_cfg, quick_gelu=hf.quick_gelu)
         model.load_state_dict(hf.state_dict, strict=True)
-        preprocess = hf.preprocess
+        preprocess, family = hf.preprocess, hf.family
     else:
         model_cfg, preprocess = arch_config(config)
         model = build_model(model_cfg, quick_gelu=source.quick_gelu, seed=config.seed)
         if source.path is not None:
             model = _load_checkpoint(config, model, source.path)
         preprocess = {**preprocess, **source.preprocess}
+        family = text_family(model_cfg)
     chosen = resolve_precision(precision or config.precision, device)
-    completed = complete_config(config, model, preprocess, chosen)
+    completed = complete_config(config, model, preprocess, chosen, family)
     return to_inference(model, device, chosen), completed
 
 
@@ -121,10 +123,33 @@ def _load_checkpoint(config: ModelConfig, model: Any, path: Path) -> Any:
     try:
         return load_weights(model, path, infer_openai=config.architecture == OPENAI_ARCH)
     except Exception as exc:
+        mismatch = _architecture_mismatch(model, path) if model is not None else None
+        if mismatch:
+            raise _model_error(config, f"checkpoint file {path} is not a {config.architecture} checkpoint "
+                                       f"({mismatch})") from exc
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise _model_error(
             config, f"checkpoint file {path} cannot be loaded ({type(exc).__name__}: {detail})"
         ) from exc
+
+
+def _architecture_mismatch(model: Any, path: Path) -> str | None:
+    """How a checkpoint's tensors differ from the model's (read only after loading failed), or None."""
+    try:
+        theirs = read_state_dict(path)
+    except Exception:
+        return None  # not a checkpoint at all: the loader's own error says so
+    ours = model.state_dict()
+    shapes = [k for k in ours.keys() & theirs.keys() if tuple(ours[k].shape) != tuple(theirs[k].shape)]
+    missing = sorted(ours.keys() - theirs.keys())
+    if not shapes and not missing:
+        return None
+    parts = [f"{len(missing)} of the model's {len(ours)} tensors missing"] if missing else []
+    if shapes:
+        key = sorted(shapes)[0]
+        parts.append(f"{len(shapes)} of other shapes, e.g. {key} {tuple(theirs[key].shape)} "
+                     f"where the model has {tuple(ours[key].shape)}")
+    return "; ".join(parts)
 
 
 def _pretrained_tag(config: ModelConfig, tag: str, cache_dir: Path | str | None) -> WeightSource:
@@ -312,72 +337,6 @@ def to_inference(model: Any, device: str, precision: str) -> Any:
     model.eval().requires_grad_(False)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     return model.to(device=device, dtype=dtype)
-
-
-def model_image_size(model: Any) -> int:
-    """The square input size of the model's image tower."""
-    size = getattr(model.visual, "image_size", None)
-    if isinstance(size, (tuple, list)):
-        if size[0] != size[1]:
-            raise ValueError(f"non-square image size {tuple(size)} is not supported")
-        size = size[0]
-    if size is None:
-        raise ValueError("the image tower does not report its image size")
-    return int(size)
-
-
-def model_context_length(model: Any) -> int:
-    """The text tower's context length."""
-    text = getattr(model, "text", model)
-    return int(text.context_length)
-
-
-def model_embed_dim(model: Any) -> int:
-    """The embedding size, read off one single-token text through the text tower."""
-    import torch
-
-    from service.clip.text import encode_text_trimmed
-
-    with torch.inference_mode():
-        return int(encode_text_trimmed(model, torch.zeros((1, 1), dtype=torch.long)).shape[-1])
-
-
-def complete_config(
-    config: ModelConfig, model: Any, preprocess: Mapping[str, Any], precision: str
-) -> ModelConfig:
-    """Fill the config from the model and its preprocessing.
-
-    Values the config set explicitly win for preprocessing (a repository entry is authoritative);
-    image size and context length must agree with the model; embed_dim and logit_scale are the model's.
-    """
-    import torch
-
-    values: dict[str, Any] = {**_DEFAULT_PREPROCESS, **{k: v for k, v in preprocess.items() if v is not None}}
-    found: dict[str, Any] = {
-        "image_size": model_image_size(model),
-        "context_length": model_context_length(model),
-        "mean": tuple(float(x) for x in values.get("mean", config.mean)),
-        "std": tuple(float(x) for x in values.get("std", config.std)),
-        "interpolation": values["interpolation"],
-        "resize_mode": values["resize_mode"],
-    }
-    for key, allowed in (("interpolation", ("bicubic", "bilinear")), ("resize_mode", ("shortest",))):
-        if found[key] not in allowed:
-            raise ValueError(f"model {config.name!r}: {key} {found[key]!r} is not supported ({', '.join(allowed)})")
-    explicit = config.model_fields_set
-    for key in ("image_size", "context_length"):
-        if key in explicit and getattr(config, key) != found[key]:
-            raise ValueError(
-                f"model {config.name!r}: config says {key}={getattr(config, key)} but the model has {found[key]}"
-            )
-    update = {k: v for k, v in found.items() if k not in explicit}
-    with torch.no_grad():
-        update["logit_scale"] = float(model.logit_scale.float().exp().reshape(-1)[0])
-    update["embed_dim"] = model_embed_dim(model)
-    update["precision"] = precision
-    data = config.model_dump()
-    data.update(update)
-    return ModelConfig.model_validate(data)
 
 
 def fingerprint(config: ModelConfig, weights: Mapping[str, torch.Tensor] | Path | str) -> str:

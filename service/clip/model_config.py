@@ -49,12 +49,24 @@ class ModelConfig(BaseModel):
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
     interpolation: Literal["bicubic", "bilinear"] = "bicubic"
-    resize_mode: Literal["shortest"] = "shortest"
+    resize_mode: Literal["shortest", "squash"] = "shortest"
     context_length: int = 77
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     backend: Literal["torch", "onnx", "fake"] = "torch"
     embed_dim: int | None = Field(None, description="Embedding size (required for ONNX serving).")
     logit_scale: float | None = Field(None, description="exp(logit_scale) of the model (ONNX serving).")
+    scoring: Literal["softmax", "sigmoid"] = Field(
+        "softmax", description="How scores are made: softmax over labels (CLIP) or a sigmoid per label (SigLIP)."
+    )
+    logit_bias: float | None = Field(None, description="SigLIP's learned bias: sigmoid(logit_scale * cos + bias).")
+    tokenizer: str | None = Field(
+        None, description="Hugging Face tokenizer files: a folder (relative to the model folder) or "
+        "'hf-hub:<repo>' (downloaded when online); None = CLIP's BPE tokenizer.",
+    )
+    tokenizer_clean: Literal["whitespace", "lower", "canonicalize"] = Field(
+        "whitespace", description="open_clip's text cleaning before a Hugging Face tokenizer."
+    )
+    strip_sep_token: bool = Field(False, description="Replace the separator id by 0 (open_clip's option).")
     onnx: OnnxFiles | None = None
     seed: int = Field(0, description="Seed for random-init weights (tests and benchmarks).")
     path: Path | None = Field(None, description="The model folder (set when read from the repository).")

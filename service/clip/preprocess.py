@@ -2,7 +2,8 @@
 
 open_clip's reference (``image_transform(size, is_train=False)`` with ``resize_mode='shortest'``) is
 torchvision ``Resize(size, BICUBIC)`` -> ``CenterCrop(size)`` -> ``convert('RGB')`` -> ``ToTensor`` ->
-``Normalize(mean, std)``. Here the same Pillow calls run in the same order on the image in its
+``Normalize(mean, std)``; with ``resize_mode='squash'`` (SigLIP's) ``Resize((size, size))`` and the
+crop is a no-op. Here the same Pillow calls run in the same order on the image in its
 original mode (so Pillow's per-mode rules hold as they do there: ``1`` and ``P`` resize with NEAREST,
 ``LA``/``RGBA`` resize premultiplied, ``I;16``/``I``/``F`` resize in their own mode and ``convert('RGB')``
 clamps them to 0..255, which saturates a full-range 16-bit image exactly as the reference does).
@@ -69,11 +70,19 @@ class PreprocessConfig:
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
     interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+    resize_mode: Literal["shortest", "squash"] = "shortest"  # squash: both sides to the size, no crop (SigLIP)
 
     @classmethod
     def from_model_config(cls, cfg: ModelConfig) -> PreprocessConfig:
         """The preprocessing values stored with a model."""
-        return cls(cfg.image_size, tuple(cfg.mean), tuple(cfg.std), cfg.interpolation)  # type: ignore[arg-type]
+        return cls(cfg.image_size, tuple(cfg.mean), tuple(cfg.std), cfg.interpolation,  # type: ignore[arg-type]
+                   cfg.resize_mode)
+
+    def target(self, width: int, height: int) -> tuple[int, int]:
+        """The resized (width, height): shortest side to the size (then a centre crop), or squashed square."""
+        if self.resize_mode == "squash":
+            return self.image_size, self.image_size
+        return resized_size(width, height, self.image_size)
 
 
 def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -159,7 +168,7 @@ class ImagePreprocessor:
                 size = size[::-1]
             ImageOps.exif_transpose(image, in_place=True)
         if box is not None and image.size != size:  # draft scaled it: resize the exact source area
-            image = image.resize(resized_size(*size, self.config.image_size), self._resample, box=box)
+            image = image.resize(self.config.target(*size), self._resample, box=box)
         return image
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
@@ -174,7 +183,7 @@ class ImagePreprocessor:
         if image.mode == "La":  # the reference's convert('RGB') raises for La: un-premultiply, then as LA
             image = image.convert("LA")
         width, height = image.size
-        new_size = resized_size(width, height, s)
+        new_size = self.config.target(width, height)
         if new_size != image.size:
             image = image.resize(new_size, self._resample)
         top = round((new_size[1] - s) / 2.0)  # torchvision's CenterCrop (round half to even)

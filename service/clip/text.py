@@ -32,7 +32,12 @@ def can_trim(model: Any) -> bool:
 
 
 def needed_length(tokens: torch.Tensor) -> int:
-    """Positions the batch needs: up to its last non-padding (non-zero) column, at least 1."""
+    """Positions the batch needs: up to its last non-padding (non-zero) column, at least 1.
+
+    Only trimmable models get here (``can_trim``): open_clip CLIPs, whose tokenizer (CLIP's BPE) pads
+    with 0. Models with other pad ids (SigLIP's Hugging Face tokenizers) have no causal mask, are never
+    trimmed, and get full-length rows from their tokenizer.
+    """
     used = (tokens != 0).any(dim=0).nonzero()
     return int(used[-1].item()) + 1 if used.numel() else 1
 
@@ -41,7 +46,9 @@ def encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
     """Un-normalised text features, equal to ``model.encode_text`` on the same texts padded to 77.
 
     ``tokens``: (N, L) integer ids, zero-padded, L <= the model's context length (L may already be
-    the longest text's length). Models where trimming is not exact get the full context length.
+    the longest text's length). Models where trimming is not exact get the full context length: rows
+    shorter than it are padded with 0 (CLIP's BPE pad id, as MobileCLIP uses); tokenizers with another
+    pad id (``HfTokenizer``) give full rows, so nothing is padded here.
     """
     import torch
     import torch.nn.functional as F

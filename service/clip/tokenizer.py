@@ -82,6 +82,8 @@ class Tokenizer:
     Thread-safe: the caches are ``functools.lru_cache`` (which locks), everything else is read-only.
     """
 
+    pad_id = 0  # CLIP pads with zeros
+
     def __init__(self, context_length: int = DEFAULT_CONTEXT_LENGTH, vocab_file: Path = VOCAB_FILE):
         if context_length < 1:
             raise ValueError(f"context_length must be >= 1, got {context_length}")
@@ -110,6 +112,10 @@ class Tokenizer:
         if len(text) <= _TEXT_CACHE_MAX_CHARS:
             return list(self._cached_encode(text))
         return self._encode(text, self.context_length)
+
+    def count(self, text: str) -> int:
+        """Tokens of one text as the model reads them: start and end tokens included."""
+        return len(self.encode(text))
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> np.ndarray:
         """``(N, context_length)`` int64 ids, zero-padded: the same values as ``open_clip.tokenize``."""

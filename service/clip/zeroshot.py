@@ -2,7 +2,8 @@
 
 A class embedding is CLIP's prompt ensemble: each label is put into every template, the texts are
 embedded and L2-normalised, averaged over templates, and normalised again. An image's scores are
-``softmax(logit_scale * cosine)`` over the classes. Labels given without templates use
+``softmax(logit_scale * cosine)`` over the classes for CLIP, and for SigLIP (scoring ``sigmoid``) each
+class on its own, ``sigmoid(logit_scale * cosine + logit_bias)``. Labels given without templates use
 ``DEFAULT_TEMPLATES`` (the single prompt ``"a photo of a {}."`` of the CLIP paper).
 """
 
@@ -17,7 +18,7 @@ from service.errors import InvalidInput
 
 __all__ = [
     "DEFAULT_TEMPLATES", "PLACEHOLDER", "LabelSet", "class_embeddings", "classify", "get_label_set", "label_set_names",
-    "normalise", "prompts", "resolve_templates", "softmax",
+    "normalise", "probabilities", "prompts", "resolve_templates", "sigmoid", "softmax",
 ]
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
@@ -77,19 +78,45 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function, without overflow for large negative logits."""
+    out: np.ndarray = np.exp(-np.logaddexp(0.0, -x))
+    return out
+
+
+def model_logits(cosine: np.ndarray, logit_scale: float, logit_bias: float | None = None) -> np.ndarray:
+    """``logit_scale * cosine (+ logit_bias)``: the model's logits (SigLIP's carry its learned bias)."""
+    logits = logit_scale * np.asarray(cosine, np.float32)
+    return logits if logit_bias is None else logits + np.float32(logit_bias)
+
+
+def probabilities(cosine: np.ndarray, logit_scale: float, scoring: str = "softmax",
+                  logit_bias: float | None = None) -> np.ndarray:
+    """Scores as the model's family defines them: a softmax over each row's columns (CLIP), or a sigmoid
+    of each entry on its own (SigLIP: columns are independent, a row need not sum to 1)."""
+    logits = model_logits(cosine, logit_scale, logit_bias)
+    if scoring == "sigmoid":
+        return sigmoid(logits).astype(np.float32)
+    return softmax(logits).astype(np.float32)
+
+
 def classify(
-    image_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float, top_k: int = 5, logits: bool = False
+    image_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float, top_k: int = 5, logits: bool = False,
+    scoring: str = "softmax", logit_bias: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rank classes per image: (N, k) class indices, best first, and their scores.
 
-    Scores are softmax probabilities over all C classes of ``logit_scale * cosine`` (or the logits
-    themselves with ``logits=True``). ``k = min(top_k, C)``; ties keep the lower class index first.
+    Scores are ``probabilities`` (softmax over all C classes, or a sigmoid per class with ``scoring``
+    ``sigmoid``) of ``logit_scale * cosine (+ logit_bias)``, or those logits themselves with
+    ``logits=True``. ``k = min(top_k, C)``; ties keep the lower class index first.
     """
     if top_k < 1:
         raise InvalidInput(f"top_k must be at least 1, got {top_k}")
-    scores = logit_scale * (np.asarray(image_emb, np.float32) @ np.asarray(class_emb, np.float32).T)
-    if not logits:
-        scores = softmax(scores)
+    cosine = np.asarray(image_emb, np.float32) @ np.asarray(class_emb, np.float32).T
+    if logits:
+        scores = model_logits(cosine, logit_scale, logit_bias)
+    else:
+        scores = probabilities(cosine, logit_scale, scoring, logit_bias)
     k = min(top_k, scores.shape[1])
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return order, np.take_along_axis(scores, order, axis=1).astype(np.float32)

@@ -21,7 +21,6 @@ import numpy as np
 
 from service.clip import zeroshot
 from service.clip.model_config import resolve_model
-from service.clip.zeroshot import softmax
 from service.config import Settings
 from service.engine.admission import Admission
 from service.engine.fetch import ImageFetcher
@@ -167,7 +166,7 @@ class Engine:
         """Tokens per text as ``model``'s tokenizer makes them: start and end tokens included, at most
         the context length (what the model reads). Tokenizes again (cached): call after ``embed``."""
         served = self._model(model)
-        return [len(served.tokenizer.encode(text)) for text in texts]
+        return [served.tokenizer.count(text) for text in texts]
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -201,7 +200,8 @@ class Engine:
     ) -> ClassifyResult:
         """Zero-shot classification of each image against labels (or a named label set).
 
-        Scores are softmax probabilities over all labels (``logits``: logit_scale x cosine instead);
+        Scores are the model's probabilities: a softmax over all labels (CLIP), or per label
+        ``sigmoid(logit_scale x cosine + logit_bias)`` (SigLIP); ``logits``: the logits instead;
         each result holds the ``top_k`` best labels (at most as many as there are labels). ``field`` names
         the images in errors.
         """
@@ -219,7 +219,9 @@ class Engine:
                     self.class_embeddings.get(served, names, templates_used, deadline),
                     self._embed_items(served, image_items, field, deadline),
                 )
-            order, scores = zeroshot.classify(image_rows, class_rows, served.info.logit_scale, top_k, logits)
+            info = served.info
+            order, scores = zeroshot.classify(image_rows, class_rows, info.logit_scale, top_k, logits,
+                                              info.scoring, info.logit_bias)
             results = [
                 [LabelScore(names[j], float(score)) for j, score in zip(row_order, row_scores, strict=True)]
                 for row_order, row_scores in zip(order, scores, strict=True)
@@ -230,7 +232,7 @@ class Engine:
         self, left: Sequence[Item], right: Sequence[Item], model: str | None = None,
         timeout_s: float | None = None, protocol: str = "rest",
     ) -> SimilarityResult:
-        """Cosine similarity matrix and softmax probabilities between two item lists."""
+        """Cosine similarity matrix and the model's probabilities (softmax per row, or sigmoid) between two lists."""
         async with self._call("similarity", protocol):
             served = self._model(model)
             deadline = self._deadline(timeout_s)
@@ -243,7 +245,10 @@ class Engine:
                     self._embed_items(served, right, "right", deadline),
                 )
             cosine = left_rows @ right_rows.T
-            return SimilarityResult(served.name, cosine, softmax(served.info.logit_scale * cosine))
+            info = served.info
+            return SimilarityResult(
+                served.name, cosine, zeroshot.probabilities(cosine, info.logit_scale, info.scoring, info.logit_bias)
+            )
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ is warmed up before the server reports ready.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +19,8 @@ import numpy as np
 from service.batching.batcher import Batcher, BatcherConfig, ComputeFn
 from service.clip.model_config import ModelConfig
 from service.clip.preprocess import ImagePreprocessor
-from service.clip.tokenizer import Tokenizer, pad_batch
+from service.clip.text_tokenizers import TextTokenizer, clip_tokenizer, load_tokenizer
+from service.clip.tokenizer import pad_batch
 from service.config import Settings
 from service.metrics import Metrics
 from service.protocol.model_info import ModelInfo
@@ -28,12 +28,7 @@ from service.runtime.base import Backend
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@functools.lru_cache(maxsize=8)
-def shared_tokenizer(context_length: int) -> Tokenizer:
-    """One tokenizer per context length for the whole process (it is thread-safe; loading takes ~0.5 s)."""
-    return Tokenizer(context_length)
+shared_tokenizer = clip_tokenizer  # the process's CLIP BPE tokenizer per context length (tests use it)
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:
@@ -114,7 +109,7 @@ class ServedModel:
         self.config: ModelConfig = getattr(self.backends[0], "config", config)
         self.info: ModelInfo = self.backends[0].info
         self.name = self.info.name
-        self.tokenizer = shared_tokenizer(self.info.context_length)
+        self.tokenizer: TextTokenizer = load_tokenizer(self.config, settings.cache_dir)
         self.preprocessor = ImagePreprocessor.serving(self.config, settings)
         knobs = BatcherConfig(
             settings.max_batch_size, settings.max_delay_ms, settings.queue_size, settings.adaptive_batching

@@ -54,8 +54,8 @@ class ClassifyResult:
 
 @dataclass(frozen=True)
 class SimilarityResult:
-    """Cosine similarities and CLIP's softmax probabilities between two lists of items."""
+    """Cosine similarities and the model's probabilities (softmax per row, or sigmoid) between two lists of items."""
 
     model: str
     cosine: np.ndarray  # (len(left), len(right))
-    probabilities: np.ndarray  # softmax over right items of logit_scale * cosine, per left row
+    probabilities: np.ndarray  # softmax over right items of logit_scale * cosine per left row; SigLIP: sigmoid

@@ -32,7 +32,7 @@ from service.errors import DeadlineExceeded, InvalidInput, LimitExceeded, Overlo
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
-    from service.clip.tokenizer import Tokenizer
+    from service.clip.text_tokenizers import TextTokenizer
     from service.config import Settings
     from service.engine.served_model import ServedModel
 
@@ -191,7 +191,7 @@ def prompt_batches(labels: Sequence[str], templates: Sequence[str], size: int) -
         yield label_at, texts
 
 
-def _tokenize(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+def _tokenize(tokenizer: TextTokenizer, texts: list[str]) -> list[list[int]]:
     return [tokenizer.encode(text) for text in texts]
 
 

@@ -211,6 +211,13 @@ def _token_checks(context_length: int, vocab_size: int) -> list[torch.Tensor]:
     return checks
 
 
+def _vocab_size(model: Any) -> int:
+    """The text tower's vocabulary: open_clip's CLIP has it on the model, CustomTextCLIP on ``model.text``
+    (SigLIP: 32,000 or 256,000; ids beyond it would fail in the embedding)."""
+    size = getattr(model, "vocab_size", None) or getattr(getattr(model, "text", None), "vocab_size", None)
+    return int(size or 49408)
+
+
 def export_towers(model: Any, config: ModelConfig, out_dir: Path, options: ExportOptions) -> OnnxFiles:
     """Export both towers of a loaded open_clip model into ``out_dir/onnx``; return their files."""
     import torch
@@ -225,7 +232,7 @@ def export_towers(model: Any, config: ModelConfig, out_dir: Path, options: Expor
         sequence = torch.export.Dim("sequence", min=1, max=config.context_length)
         pixels = torch.zeros(2, 3, config.image_size, config.image_size)
         _export_graph(image_tower, pixels, image_tmp, "pixels", {0: batch}, options.opset)
-        vocab_size = int(getattr(model, "vocab_size", 49408))
+        vocab_size = _vocab_size(model)
         tokens = torch.ones(2, config.context_length, dtype=torch.long)
         tokens[:, -1] = vocab_size - 1  # a non-degenerate argmax while exporting
         _export_graph(text_tower, tokens, text_tmp, "tokens", {0: batch, 1: sequence}, options.opset)
@@ -241,8 +248,9 @@ def export_towers(model: Any, config: ModelConfig, out_dir: Path, options: Expor
 def onnx_config(config: ModelConfig, files: OnnxFiles, name: str, out_dir: Path) -> ModelConfig:
     """The config of the exported model: same preprocessing, backend ``onnx``, torch still able to load it.
 
-    Exported to another folder, a custom architecture file is copied along and a checkpoint that was
-    relative to the source folder becomes an absolute path.
+    Exported to another folder, a custom architecture file is copied along and a checkpoint or tokenizer
+    folder that was relative to the source folder becomes an absolute path. The config keeps the model's
+    scoring, logit scale and bias, and tokenizer (``service.clip.completion``), so ONNX serving needs no torch.
     """
     update: dict[str, Any] = {"name": name, "backend": "onnx", "onnx": files, "path": out_dir}
     if config.path is not None and config.path.resolve() != out_dir.resolve():
@@ -252,6 +260,8 @@ def onnx_config(config: ModelConfig, files: OnnxFiles, name: str, out_dir: Path)
             update["arch_config"] = arch.name
         if config.weights and config.resolve(config.weights).exists():
             update["weights"] = str(config.resolve(config.weights).resolve())
+        if config.tokenizer and not config.tokenizer.startswith("hf-hub:"):  # a local tokenizer folder
+            update["tokenizer"] = str(config.resolve(config.tokenizer).resolve())
     return config.model_copy(update=update)
 
 

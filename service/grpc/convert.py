@@ -94,4 +94,6 @@ def model_info_pb(info: ModelInfo) -> pb.ModelInfo:
         providers=list(info.providers),
         fingerprint=info.fingerprint,
         extra=dict(info.extra),
+        scoring=info.scoring,
+        logit_bias=info.logit_bias,
     )

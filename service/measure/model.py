@@ -17,7 +17,8 @@ import numpy as np
 
 from service.clip.model_config import ModelConfig
 from service.clip.preprocess import ImagePreprocessor
-from service.clip.tokenizer import Tokenizer, pad_batch
+from service.clip.text_tokenizers import load_tokenizer
+from service.clip.tokenizer import pad_batch
 from service.runtime.base import Backend
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class ServingModel:
         self.backend = backend
         # A backend may complete the config from the weights (image size, mean/std...): use its copy.
         self.config: ModelConfig = getattr(backend, "config", config)
-        self.tokenizer = Tokenizer(self.config.context_length)
+        self.tokenizer = load_tokenizer(self.config, settings.cache_dir)
         self.preprocessor = ImagePreprocessor.serving(self.config, settings)
 
     @classmethod

@@ -21,11 +21,13 @@ class ModelInfo:
     providers: tuple[str, ...] = ()  # ONNX Runtime execution providers actually in use
     fingerprint: str = ""  # hash of weights + preprocessing settings
     extra: dict[str, str] = field(default_factory=dict)
+    scoring: str = "softmax"  # "softmax" over labels (CLIP) | "sigmoid" per label (SigLIP)
+    logit_bias: float | None = None  # SigLIP's learned bias: sigmoid(logit_scale * cosine + logit_bias)
 
 
 @dataclass(frozen=True)
 class LabelScore:
-    """One label and its score (softmax probability, or logit on request)."""
+    """One label and its score (the model's probability: softmax or sigmoid; or logit on request)."""
 
     label: str
     score: float

@@ -186,9 +186,7 @@ class _ClassifyCommon(_Body):
     top_k: JsonInt = Field(
         5, description="Labels returned per image (at most the number of labels).", json_schema_extra={"minimum": 1}
     )
-    return_logits: StrictBool = Field(
-        False, description="Scores as logits (logit_scale x cosine) instead of probabilities."
-    )
+    return_logits: StrictBool = Field(False, description="Scores as logits (logit_scale x cosine + logit_bias).")
 
 
 class ClassifyWithLabels(_ClassifyCommon):
@@ -314,7 +312,7 @@ class SimilarityRequest(_Shaped):
 
 
 class SimilarityResponse(BaseModel):
-    """Matrices of shape (rows, columns): cosine similarity, and softmax over each row of logit_scale x cosine."""
+    """Matrices of shape (rows, columns): cosine similarity, and the model's probabilities (docs/api.md)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -342,6 +340,8 @@ class ModelCard(BaseModel):
     providers: list[str] = Field(description="ONNX Runtime execution providers in use (onnx backend).")
     fingerprint: str = Field(description="Hash of the weights and preprocessing settings.")
     extra: dict[str, str] = Field(default_factory=dict)
+    scoring: Literal["softmax", "sigmoid"] = Field("softmax", description="softmax over labels, or sigmoid per label.")
+    logit_bias: float | None = Field(None, description="SigLIP: sigmoid(logit_scale x cosine + logit_bias); else null.")
 
 
 class ModelsResponse(BaseModel):

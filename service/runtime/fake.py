@@ -71,6 +71,8 @@ class FakeBackend:
             device=device,
             fingerprint=fingerprint,
             extra={"options": json.dumps(opts)} if opts else {},
+            scoring=config.scoring,
+            logit_bias=config.logit_bias,
         )
         fail_if = None
         if "fail_token" in opts:

@@ -219,6 +219,8 @@ class OnnxBackend:
                 "graph_optimization": self.options.graph_optimization,
                 "io_binding": "on" if self._binding else "off",
             },
+            scoring=config.scoring,
+            logit_bias=config.logit_bias,
         )
 
     def _run(self, name: str, batch: np.ndarray) -> np.ndarray:

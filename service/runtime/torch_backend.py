@@ -62,6 +62,8 @@ class TorchBackend:
                 "weights": self.config.weights or f"random (seed {self.config.seed})",
                 "text_trimming": "on" if can_trim(self._model) else "off",
             },
+            scoring=self.config.scoring,
+            logit_bias=self.config.logit_bias,
         )
         log.info("loaded %s (%s) on %s in %s", self.info.name, self.info.extra["architecture"], device,
                  self.info.precision)
@@ -93,7 +95,8 @@ class TorchBackend:
     def warmup(self, batch_sizes: Sequence[int]) -> None:
         """Run both towers once per batch size (texts at the full context length, the worst case)."""
         size, context = self.info.image_size, self.info.context_length
-        eot = int(getattr(self._model, "vocab_size", 2)) - 1  # the largest id, where argmax pooling reads
+        text = getattr(self._model, "text", self._model)  # CustomTextCLIP (SigLIP, MobileCLIP) keeps it there
+        eot = int(getattr(text, "vocab_size", 2)) - 1  # the largest id, where argmax pooling reads
         for n in batch_sizes:
             self.encode_images(np.zeros((n, 3, size, size), dtype=np.float32))
             tokens = np.ones((n, context), dtype=np.int64)

@@ -271,14 +271,15 @@ def test_hugging_face_folder_without_weights(tmp_path: Path, hf_folder: tuple[Pa
 
 
 def test_hf_clip_reads_and_loading_builds_without_an_import_cycle() -> None:
-    """hf_clip converts the folder only; loading imports it (lazily), never the other way round."""
+    """hf_clip and hf_siglip convert the folder only; loading imports them (lazily), never the other way round."""
     imported: dict[str, set[str]] = {}
-    for name in ("hf_clip", "loading"):
+    for name in ("hf_clip", "hf_siglip", "loading"):
         tree = ast.parse((Path(clip_package.__file__).parent / f"{name}.py").read_text())
         imported[name] = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         imported[name] |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert "service.clip.hf_clip" in imported["loading"]
-    assert not any(m.startswith("service.clip.loading") for m in imported["hf_clip"])
+    assert "service.clip.hf_siglip" in imported["loading"] and "service.clip.hf_clip" in imported["hf_siglip"]
+    for converter in ("hf_clip", "hf_siglip"):
+        assert not any(m.startswith("service.clip.loading") for m in imported[converter])
 
 
 def test_openai_architecture_needs_a_checkpoint() -> None:
@@ -287,7 +288,7 @@ def test_openai_architecture_needs_a_checkpoint() -> None:
 
 
 def test_unsupported_preprocessing_is_named(folder: Path) -> None:
-    squash = {"model_cfg": TINY_VIT, "preprocess_cfg": {"resize_mode": "squash"}}
-    (folder / "squash.json").write_text(json.dumps(squash))
-    with pytest.raises(ValueError, match="resize_mode 'squash' is not supported"):
-        load_clip(ModelConfig(name="s", architecture="x", arch_config="squash.json", path=folder))
+    longest = {"model_cfg": TINY_VIT, "preprocess_cfg": {"resize_mode": "longest"}}
+    (folder / "longest.json").write_text(json.dumps(longest))
+    with pytest.raises(ValueError, match="resize_mode 'longest' is not supported"):
+        load_clip(ModelConfig(name="s", architecture="x", arch_config="longest.json", path=folder))

@@ -321,3 +321,15 @@ def test_draft_with_orientation_close_to_exact(photos: dict[str, bytes]) -> None
     exact, fast = ours(224)(data), ours(224, draft=True)(data)
     assert exact.shape == fast.shape == (3, 224, 224)
     assert np.abs(exact - fast).mean() < 0.05
+
+
+@pytest.mark.parametrize("size", [224, 32])
+def test_squash_bit_exact_as_siglip_resizes(size: int) -> None:
+    """SigLIP's ``resize_mode='squash'``: both sides to the size, no crop, bit-exact with open_clip."""
+    transform = open_clip.image_transform(size, is_train=False, mean=(0.5,) * 3, std=(0.5,) * 3, resize_mode="squash")
+    pre = ImagePreprocessor(PreprocessConfig(size, (0.5,) * 3, (0.5,) * 3, "bicubic", "squash"), max_pixels=MAX_PIXELS)
+    rng = np.random.default_rng(0)
+    for width, height in ((300, 200), (120, 410), (size, size), (17, 9)):
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        for data in (encode(image, "PNG"), encode(image, "JPEG", quality=90)):
+            assert_same(pre(data), transform(Image.open(io.BytesIO(data))).numpy(), f"{width}x{height}")

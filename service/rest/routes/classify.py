@@ -14,8 +14,9 @@ router = APIRouter(tags=["zero-shot"], dependencies=[Depends(require_api_key)])
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, summary="Zero-shot classification")
 async def classify(body: ClassifyRequest, engine: EngineDep, request: Request) -> ClassifyResponse:
-    """Rank labels (or a built-in label set) for each image; scores are softmax probabilities
-    over all labels, or logits with ``return_logits``."""
+    """Rank labels (or a built-in label set) for each image; scores are the model's probabilities
+    (softmax over all labels for CLIP, an independent sigmoid per label for SigLIP), or logits with
+    ``return_logits``."""
     call = engine.classify(
         body.images, labels=body.labels, templates=body.templates, label_set=body.label_set,
         top_k=body.top_k, logits=body.return_logits, model=body.model,

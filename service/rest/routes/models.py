@@ -20,7 +20,7 @@ async def models(engine: EngineDep) -> ModelsResponse:
             id=info.name, default=i == 0, dimension=info.dimension, image_size=info.image_size,
             context_length=info.context_length, logit_scale=info.logit_scale, backend=info.backend,
             precision=info.precision, device=info.device, providers=list(info.providers),
-            fingerprint=info.fingerprint, extra=dict(info.extra),
+            fingerprint=info.fingerprint, extra=dict(info.extra), scoring=info.scoring, logit_bias=info.logit_bias,
         )
         for i, info in enumerate(engine.models())
     ]

@@ -32,8 +32,9 @@ router = APIRouter(tags=["similarity"], dependencies=[Depends(require_api_key)])
 
 @router.post("/similarity", response_model=SimilarityResponse, responses=ERRORS, summary="Similarity matrices")
 async def similarity(body: SimilarityRequest, engine: EngineDep, request: Request) -> SimilarityResponse:
-    """Cosine similarity of every row item with every column item, and per row the softmax over
-    columns of logit_scale x cosine (CLIP's probabilities)."""
+    """Cosine similarity of every row item with every column item, and the model's probabilities: per
+    row the softmax over columns of logit_scale x cosine (CLIP), or per entry sigmoid(logit_scale x
+    cosine + logit_bias) (SigLIP)."""
     left, right = sides(body)
     result = await unless_disconnected(request, engine.similarity(left, right, model=body.model))
     return SimilarityResponse(

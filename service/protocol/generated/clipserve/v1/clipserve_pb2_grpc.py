@@ -92,7 +92,7 @@ class ClipServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Similarity(self, request, context):
-        """Cosine similarity and CLIP's softmax probabilities between two item lists.
+        """Cosine similarity and the model's probabilities (softmax per row, or SigLIP's sigmoid) between two item lists.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
