@@ -69,7 +69,7 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
     return ModelInfo(
         name=m.name, dimension=m.dimension, image_size=m.image_size, context_length=m.context_length,
         logit_scale=m.logit_scale, backend=m.backend, precision=m.precision, device=m.device,
-        providers=tuple(m.providers), fingerprint=m.fingerprint, extra=dict(m.extra),
+        providers=tuple(m.providers), fingerprint=m.fingerprint, extra=dict(m.extra), backend_reason=m.backend_reason,
     )
 
 

@@ -124,6 +124,7 @@ def parse_models(body: dict[str, Any]) -> list[ModelInfo]:
             name=m["id"], dimension=m["dimension"], image_size=m["image_size"], context_length=m["context_length"],
             logit_scale=m["logit_scale"], backend=m["backend"], precision=m["precision"], device=m["device"],
             providers=tuple(m.get("providers", ())), fingerprint=m.get("fingerprint", ""), extra=m.get("extra", {}),
+            backend_reason=m.get("backend_reason", ""),
         )
         for m in body["data"]
     ]

@@ -77,4 +77,5 @@ def model_info_pb(info: ModelInfo) -> pb.ModelInfo:
         providers=list(info.providers),
         fingerprint=info.fingerprint,
         extra=dict(info.extra),
+        backend_reason=info.backend_reason,
     )

@@ -21,6 +21,7 @@ class ModelInfo:
     providers: tuple[str, ...] = ()  # ONNX Runtime execution providers actually in use
     fingerprint: str = ""  # hash of weights + preprocessing settings
     extra: dict[str, str] = field(default_factory=dict)
+    backend_reason: str = ""  # why this backend: "exported on first start, cached in ...", "export failed: ..."
 
 
 @dataclass(frozen=True)

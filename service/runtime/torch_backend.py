@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.clip.loading import fingerprint, load_clip
+from service.clip.loading import fingerprint, load_clip, reparameterizable
 from service.clip.model_config import ModelConfig
 from service.clip.text import can_trim, encode_text_trimmed
 from service.protocol.model_info import ModelInfo
@@ -61,6 +61,7 @@ class TorchBackend:
                 "architecture": self.config.architecture,
                 "weights": self.config.weights or f"random (seed {self.config.seed})",
                 "text_trimming": "on" if can_trim(self._model) else "off",
+                "reparameterized": "yes" if reparameterizable(self._model) else "no (nothing to fold)",
             },
         )
         log.info("loaded %s (%s) on %s in %s", self.info.name, self.info.extra["architecture"], device,

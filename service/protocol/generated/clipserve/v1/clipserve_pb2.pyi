@@ -135,7 +135,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "dimension", "image_size", "context_length", "logit_scale", "backend", "precision", "device", "providers", "fingerprint", "extra")
+    __slots__ = ("name", "dimension", "image_size", "context_length", "logit_scale", "backend", "precision", "device", "providers", "fingerprint", "extra", "backend_reason")
     class ExtraEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,7 @@ class ModelInfo(_message.Message):
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     EXTRA_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     image_size: int
@@ -165,7 +166,8 @@ class ModelInfo(_message.Message):
     providers: _containers.RepeatedScalarFieldContainer[str]
     fingerprint: str
     extra: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., logit_scale: _Optional[float] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., device: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., fingerprint: _Optional[str] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    backend_reason: str
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., logit_scale: _Optional[float] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., device: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., fingerprint: _Optional[str] = ..., extra: _Optional[_Mapping[str, str]] = ..., backend_reason: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
