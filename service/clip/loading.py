@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.clip.model_config import ModelConfig
+from service.clip.reparam import reparameterize
 from service.errors import NotFound
 
 if TYPE_CHECKING:
@@ -66,10 +67,9 @@ def load_clip(
 ) -> tuple[Any, ModelConfig]:
     """Load ``config``'s model for inference and return it with the completed config.
 
-    The returned open_clip model is in eval mode, without gradients, on ``device`` in ``precision``
-    (default ``config.precision``; half precisions fall back to fp32 on CPU). The config gains the
-    model's image size, context length, preprocessing (unless the config set them), embedding size and
-    ``exp(logit_scale)``.
+    The open_clip model is re-parameterised where it can be (``reparam``: MobileCLIP), in eval mode, without
+    gradients, on ``device`` in ``precision`` (default ``config.precision``; half precisions: fp32 on CPU).
+    The config gains image size, context length, preprocessing (unless set), embedding size, exp(logit_scale).
     """
     source = resolve_weights(config, cache_dir)
     if source.kind == "hf":
@@ -90,28 +90,6 @@ def load_clip(
     chosen = resolve_precision(precision or config.precision, device)
     completed = complete_config(config, model, preprocess, chosen)
     return to_inference(model, device, chosen), completed
-
-
-def reparameterizable(model: Any) -> bool:
-    """True when the model has blocks built to be re-parameterised for inference (MobileCLIP's FastViT)."""
-    return any(hasattr(m, "reparameterize") or hasattr(m, "switch_to_deploy") for m in model.modules())
-
-
-def reparameterize(model: Any) -> bool:
-    """Fold ``model``'s train-time branches into single convolutions, in place, once at load time.
-
-    MobileCLIP / MobileCLIP2 image towers (timm FastViT: MobileOne blocks, RepMixer) train with
-    parallel branches and batch norms that their authors fold away for deployment: the same function,
-    fewer operations (measured in benchmarks/bench_reparam.py). timm's own ``reparameterize_model``
-    does it; other models have nothing to fold and are left alone. Returns True when it folded.
-    """
-    if not reparameterizable(model):
-        return False
-    from timm.utils.model import reparameterize_model
-
-    model.eval()  # the folds read the batch norms' running statistics
-    reparameterize_model(model, inplace=True)
-    return True
 
 
 def resolve_weights(config: ModelConfig, cache_dir: Path | str | None = None) -> WeightSource:

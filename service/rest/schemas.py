@@ -360,10 +360,7 @@ class ModelCard(BaseModel):
     providers: list[str] = Field(description="ONNX Runtime execution providers in use (onnx backend).")
     fingerprint: str = Field(description="Hash of the weights and preprocessing settings.")
     extra: dict[str, str] = Field(default_factory=dict)
-    backend_reason: str = Field(
-        "", description="Why this backend serves the model (e.g. 'exported on first start, cached in ...', "
-        "'forced by --backend torch', 'export failed: ...').",
-    )
+    backend_reason: str = Field("", description="Why this backend serves it, e.g. 'forced by --backend torch'.")
 
 
 class ModelsResponse(BaseModel):

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.clip.loading import HF_PREFIX, fingerprint
+from service.clip.loading import HF_PREFIX, arch_config, fingerprint, resolve_weights
 from service.clip.model_config import ModelConfig, read_config
 from service.config import SettingError, Settings
 from service.errors import NotFound
@@ -282,6 +282,9 @@ def _export_on_demand(config: ModelConfig, folder: Path, settings: Settings, mis
     if module is not None:
         raise NotFound(f"{missing.message}. It cannot be exported on demand here: {module} cannot be imported "
                        f"(install the torch extra: {TORCH_EXTRA})")
+    # A missing checkpoint or an unknown architecture: the start-up error, before any word of exporting.
+    if resolve_weights(config, settings.cache_dir).kind != "hf":  # a Hugging Face folder carries its architecture
+        arch_config(config)
     if folder.exists():
         log.warning("model %s: removing the incomplete or outdated ONNX export in %s", config.name, folder)
         shutil.rmtree(folder)

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.clip.loading import fingerprint, load_clip, reparameterizable
+from service.clip.loading import fingerprint, load_clip
 from service.clip.model_config import ModelConfig
+from service.clip.reparam import reparameterizable
 from service.clip.text import can_trim, encode_text_trimmed
 from service.protocol.model_info import ModelInfo
 from service.runtime.base import check_pixels, check_tokens
