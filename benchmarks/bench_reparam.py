@@ -21,7 +21,6 @@ import copy
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,19 +31,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_encoders import median_seconds  # noqa: E402  (benchmarks/, the script's folder)
+
 from service.clip.reparam import reparameterize  # noqa: E402
-
-
-def median_seconds(call: Callable[[], object], min_time: float) -> float:
-    """Median duration of ``call`` after one warm-up, repeated for ``min_time`` seconds (3 calls at least)."""
-    call()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < 3 or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 class ImageTower(torch.nn.Module):

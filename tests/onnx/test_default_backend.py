@@ -110,15 +110,22 @@ def first_start(checkpoint: Path, cache: Path, tmp_path_factory: pytest.TempPath
     return asyncio.run(served(settings_for(checkpoint, cache, tmp_path_factory.mktemp("models"))))
 
 
-def test_first_start_exports_and_serves_on_onnx(checkpoint: Path, cache: Path, first_start: tuple[Any, ...]) -> None:
+@pytest.fixture(scope="module")
+def expected(checkpoint: Path, cache: Path, first_start: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The reference embeddings of ``IMAGES`` (preprocessed as the export's config says) and ``TEXTS``."""
+    config = read_config(next((cache / "onnx").iterdir()))
+    pre = ImagePreprocessor(PreprocessConfig.from_model_config(config), max_pixels=10**8)
+    return reference(checkpoint, pre.stack([pre(data) for data in IMAGES]))
+
+
+def test_first_start_exports_and_serves_on_onnx(cache: Path, first_start: tuple[Any, ...],
+                                                expected: tuple[np.ndarray, np.ndarray]) -> None:
     card, images, texts = first_start
     folder = next((cache / "onnx").iterdir())
     assert card["backend"] == "onnx" and card["providers"] == ["CPUExecutionProvider"]
     assert card["backend_reason"] == f"exported on first start, cached in {folder}"
     assert [p.name for p in (cache / "onnx").iterdir()] == [folder.name]  # one export, no temporary left
-    config = read_config(folder)
-    pre = ImagePreprocessor(PreprocessConfig.from_model_config(config), max_pixels=10**8)
-    want_images, want_texts = reference(checkpoint, pre.stack([pre(data) for data in IMAGES]))
+    want_images, want_texts = expected
     assert_close(images, want_images, "ONNX Runtime images")
     assert_close(texts, want_texts, "ONNX Runtime texts")
 
@@ -140,13 +147,11 @@ async def test_second_start_reuses_the_export_without_reading_the_checkpoint(
 
 
 async def test_backend_torch_forces_torch_on_the_reparameterised_model(
-    checkpoint: Path, cache: Path, tmp_path: Path, first_start: tuple[Any, ...]
+    checkpoint: Path, cache: Path, tmp_path: Path, expected: tuple[np.ndarray, np.ndarray]
 ) -> None:
     card, images, texts = await served(settings_for(checkpoint, cache, tmp_path, backend="torch"))
     assert card["backend"] == "torch" and card["backend_reason"] == "forced by --backend torch"
     assert card["extra"]["reparameterized"] == "yes"
-    config = read_config(next((cache / "onnx").iterdir()))
-    pre = ImagePreprocessor(PreprocessConfig.from_model_config(config), max_pixels=10**8)
-    want_images, want_texts = reference(checkpoint, pre.stack([pre(data) for data in IMAGES]))
+    want_images, want_texts = expected
     assert_close(images, want_images, "torch images")
     assert_close(texts, want_texts, "torch texts")
