@@ -116,10 +116,13 @@ def cache_key(config: ModelConfig) -> str:
 
 
 def cache_folder(config: ModelConfig, settings: Settings) -> Path:
-    """Where ``config``'s on-demand export lives: ``<cache root>/onnx/<name>-<key>``."""
+    """Where ``config``'s on-demand export lives: ``<cache root>/onnx/<name>-<key>``; ``ARCH:/path/ckpt.pt``
+    is named ``ARCH-ckpt.pt`` (the architecture kept, the folders dropped)."""
     from service.export import default_name
 
-    return cache_root(settings) / "onnx" / f"{default_name(config.name)}-{cache_key(config)}"
+    arch, colon, weights = config.name.partition(":")
+    name = f"{arch}-{Path(weights).name}" if colon and "/" in weights else config.name
+    return cache_root(settings) / "onnx" / f"{default_name(name)}-{cache_key(config)}"
 
 
 def _cached(folder: Path) -> ModelConfig | None:

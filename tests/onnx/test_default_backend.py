@@ -125,6 +125,7 @@ def test_first_start_exports_and_serves_on_onnx(cache: Path, first_start: tuple[
     assert card["backend"] == "onnx" and card["providers"] == ["CPUExecutionProvider"]
     assert card["backend_reason"] == f"exported on first start, cached in {folder}"
     assert [p.name for p in (cache / "onnx").iterdir()] == [folder.name]  # one export, no temporary left
+    assert folder.name.startswith("MobileCLIP2-S0-mobileclip2-s0.pt-")
     want_images, want_texts = expected
     assert_close(images, want_images, "ONNX Runtime images")
     assert_close(texts, want_texts, "ONNX Runtime texts")
