@@ -65,7 +65,10 @@ class Settings(BaseSettings):
         "ARCH:/path/to/checkpoint, or a Hugging Face CLIP folder.",
     )
     model_dir: Path = Field(default_factory=_default_model_dir, description="The model repository.")
-    backend: Literal["torch", "onnx"] | None = Field(None, description="Override each model's backend.")
+    backend: Literal["torch", "onnx"] | None = Field(
+        None, description="Override each model's backend (default: each model's own; ONNX Runtime where a model "
+        "does not say, exported on first start and cached, torch where that export fails).",
+    )
     device: str = Field("cpu", description="cpu, cuda or cuda:N.")
     precision: Literal["fp32", "fp16", "bf16"] | None = Field(None, description="Override precision (GPU).")
     workers_per_model: int = Field(1, ge=1, description="Worker instances per model (one per GPU, say).")
@@ -80,6 +83,10 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="Warm each model up before reporting ready.")
     cache_dir: Path | None = Field(
         None, description="Where downloaded weights and on-demand ONNX exports are cached (default: ~/.cache)."
+    )
+    onnx_cache_verify: bool = Field(
+        False, description="Check a cached ONNX export against the weights' digest stored with it (reads the "
+        "whole weights file; off: size, modification time and path identify the weights).",
     )
 
     # Batching

@@ -73,6 +73,7 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
         logit_scale=m.logit_scale, backend=m.backend, precision=m.precision, device=m.device,
         providers=tuple(m.providers), fingerprint=m.fingerprint, extra=dict(m.extra),
         scoring=m.scoring or "softmax", logit_bias=m.logit_bias if m.HasField("logit_bias") else None,
+        backend_reason=m.backend_reason,
     )
 
 

@@ -134,6 +134,7 @@ def parse_models(body: dict[str, Any]) -> list[ModelInfo]:
             logit_scale=m["logit_scale"], backend=m["backend"], precision=m["precision"], device=m["device"],
             providers=tuple(m.get("providers", ())), fingerprint=m.get("fingerprint", ""), extra=m.get("extra", {}),
             scoring=m.get("scoring", "softmax"), logit_bias=m.get("logit_bias"),
+            backend_reason=m.get("backend_reason", ""),
         )
         for m in body["data"]
     ]

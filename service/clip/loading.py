@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.clip.completion import complete_config, text_family
 from service.clip.model_config import ModelConfig
+from service.clip.reparam import reparameterize
 from service.errors import NotFound
 
 if TYPE_CHECKING:
@@ -67,10 +68,11 @@ def load_clip(
 ) -> tuple[Any, ModelConfig]:
     """Load ``config``'s model for inference and return it with the completed config.
 
-    The returned open_clip model is in eval mode, without gradients, on ``device`` in ``precision``
-    (default ``config.precision``; half precisions fall back to fp32 on CPU). The config gains the
-    model's image size, context length, preprocessing (unless the config set them), embedding size,
-    ``exp(logit_scale)``, scoring (and bias) and tokenizer (``service.clip.completion``).
+    The returned open_clip model is re-parameterised where it can be (``reparam``: MobileCLIP), in eval
+    mode, without gradients, on ``device`` in ``precision`` (default ``config.precision``; half precisions
+    fall back to fp32 on CPU). The config gains the model's image size, context length, preprocessing
+    (unless the config set them), embedding size, ``exp(logit_scale)``, scoring (and bias) and tokenizer
+    (``service.clip.completion``).
     """
     source = resolve_weights(config, cache_dir)
     if source.kind == "hf":
@@ -88,6 +90,7 @@ def load_clip(
             model = _load_checkpoint(config, model, source.path)
         preprocess = {**preprocess, **source.preprocess}
         family = text_family(model_cfg)
+    reparameterize(model)
     chosen = resolve_precision(precision or config.precision, device)
     completed = complete_config(config, model, preprocess, chosen, family)
     return to_inference(model, device, chosen), completed

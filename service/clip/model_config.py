@@ -52,7 +52,10 @@ class ModelConfig(BaseModel):
     resize_mode: Literal["shortest", "squash"] = "shortest"
     context_length: int = 77
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    backend: Literal["torch", "onnx", "fake"] = "torch"
+    backend: Literal["auto", "torch", "onnx", "fake"] = Field(
+        "auto", description="auto: ONNX Runtime, exported on first start (torch where the export fails); "
+        "torch or onnx: that runtime only.",
+    )
     embed_dim: int | None = Field(None, description="Embedding size (required for ONNX serving).")
     logit_scale: float | None = Field(None, description="exp(logit_scale) of the model (ONNX serving).")
     scoring: Literal["softmax", "sigmoid"] = Field(

@@ -43,7 +43,7 @@ from service.logs import REQUEST
 from service.metrics import Metrics
 from service.protocol.model_info import ModelInfo
 from service.runtime.factory import backend_loaders
-from service.runtime.onnx_cache import ensure_onnx
+from service.runtime.onnx_cache import choose_backend
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,12 @@ class Engine:
         """Resolve, load (in a thread), warm up and start one model."""
         config = resolve_model(name, self.settings.model_dir)
         begin = time.perf_counter()
-        config = await asyncio.to_thread(ensure_onnx, config, self.settings)  # may export it (once, cached)
+        choice = await asyncio.to_thread(choose_backend, config, self.settings)  # may export it (once, cached)
+        config = choice.config
         loaders = backend_loaders(config, self.settings)
         threads = await asyncio.to_thread(start_backend_threads, loaders, f"clipserve-{config.name}")
         try:
-            served = ServedModel(config, threads, self.settings, self.metrics)
+            served = ServedModel(config, threads, self.settings, self.metrics, choice.reason)
         except BaseException:
             close_backend_threads(threads, config.name)
             raise
@@ -106,8 +107,8 @@ class Engine:
             raise
         info = served.info
         log.info(
-            "model %s loaded: backend=%s device=%s precision=%s dimension=%d in %.2fs",
-            served.name, info.backend, info.device, info.precision, info.dimension, time.perf_counter() - begin,
+            "model %s loaded: backend=%s (%s) device=%s precision=%s dimension=%d in %.2fs", served.name,
+            info.backend, info.backend_reason, info.device, info.precision, info.dimension, time.perf_counter() - begin,
         )
         return served
 

@@ -8,6 +8,7 @@ is warmed up before the server reports ready.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -100,14 +101,16 @@ def close_backend_threads(threads: Sequence[BackendThread], name: str) -> None:
 class ServedModel:
     """A loaded model and everything needed to feed it."""
 
-    def __init__(self, config: ModelConfig, threads: Sequence[BackendThread], settings: Settings, metrics: Metrics):
+    def __init__(self, config: ModelConfig, threads: Sequence[BackendThread], settings: Settings, metrics: Metrics,
+                 backend_reason: str = ""):
+        """``backend_reason`` (why this backend serves it, ``choose_backend``'s) goes into ``info``."""
         if not threads:
             raise ValueError("a served model needs at least one backend")
         self._threads = list(threads)
         self.backends = [thread.backend for thread in self._threads]
         # A backend may complete the config from the weights (image size, mean/std...): use its copy.
         self.config: ModelConfig = getattr(self.backends[0], "config", config)
-        self.info: ModelInfo = self.backends[0].info
+        self.info: ModelInfo = dataclasses.replace(self.backends[0].info, backend_reason=backend_reason)
         self.name = self.info.name
         self.tokenizer: TextTokenizer = load_tokenizer(self.config, settings.cache_dir)
         self.preprocessor = ImagePreprocessor.serving(self.config, settings)

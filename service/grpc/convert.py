@@ -96,4 +96,5 @@ def model_info_pb(info: ModelInfo) -> pb.ModelInfo:
         extra=dict(info.extra),
         scoring=info.scoring,
         logit_bias=info.logit_bias,
+        backend_reason=info.backend_reason,
     )

@@ -23,6 +23,7 @@ class ModelInfo:
     extra: dict[str, str] = field(default_factory=dict)
     scoring: str = "softmax"  # "softmax" over labels (CLIP) | "sigmoid" per label (SigLIP)
     logit_bias: float | None = None  # SigLIP's learned bias: sigmoid(logit_scale * cosine + logit_bias)
+    backend_reason: str = ""  # why this backend: "exported on first start, cached in ...", "export failed: ..."
 
 
 @dataclass(frozen=True)

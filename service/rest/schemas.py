@@ -342,6 +342,7 @@ class ModelCard(BaseModel):
     extra: dict[str, str] = Field(default_factory=dict)
     scoring: Literal["softmax", "sigmoid"] = Field("softmax", description="softmax over labels, or sigmoid per label.")
     logit_bias: float | None = Field(None, description="SigLIP: sigmoid(logit_scale x cosine + logit_bias); else null.")
+    backend_reason: str = Field("", description="Why this backend serves it, e.g. 'forced by --backend torch'.")
 
 
 class ModelsResponse(BaseModel):

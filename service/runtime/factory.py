@@ -1,4 +1,4 @@
-"""Backend selection: torch, onnx or fake, by settings (override) or the model's config.
+"""Backend selection: torch, onnx or fake, by settings (override) or the model's config (default: onnx).
 
 Each backend module is imported only when chosen, so serving ONNX (or the fake) never imports torch.
 """
@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 
 
 def backend_name(config: ModelConfig, settings: Settings) -> str:
-    """The backend that serves ``config``: the settings' override, else the model's own."""
+    """The backend that serves ``config``: the settings' override, else the model's own (``auto``: onnx,
+    which ``service.runtime.onnx_cache.choose_backend`` turns into torch where the export fails)."""
     if config.backend == "fake":  # a test model; an override to torch/onnx would need real weights
         return "fake"
-    return settings.backend or config.backend
+    name = settings.backend or config.backend
+    return "onnx" if name == "auto" else name
 
 
 def worker_device(device: str, index: int, workers: int) -> str:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from service.clip.loading import fingerprint, load_clip
 from service.clip.model_config import ModelConfig
+from service.clip.reparam import reparameterizable
 from service.clip.text import can_trim, encode_text_trimmed
 from service.protocol.model_info import ModelInfo
 from service.runtime.base import check_pixels, check_tokens
@@ -61,6 +62,7 @@ class TorchBackend:
                 "architecture": self.config.architecture,
                 "weights": self.config.weights or f"random (seed {self.config.seed})",
                 "text_trimming": "on" if can_trim(self._model) else "off",
+                "reparameterized": "yes" if reparameterizable(self._model) else "no (nothing to fold)",
             },
             scoring=self.config.scoring,
             logit_bias=self.config.logit_bias,

@@ -115,6 +115,7 @@ async def test_models_lists_both_with_the_default_first(client: httpx.AsyncClien
     assert [c["id"] for c in cards] == ["fake", "fake-b"]
     assert cards[0]["default"] and not cards[1]["default"]
     assert cards[0]["backend"] == "fake" and cards[0]["image_size"] == 32 and cards[1]["dimension"] == 16
+    assert cards[0]["backend_reason"] == "the model's config says backend fake"
     assert len(cards[0]["fingerprint"]) == 16 and cards[0]["fingerprint"] != cards[1]["fingerprint"]
 
 

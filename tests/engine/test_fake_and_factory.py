@@ -57,7 +57,9 @@ def test_backend_choice_and_workers(tmp_path: Path) -> None:
     torch_model = ModelConfig(name="t", architecture="ViT-B-32")
     fake_model = ModelConfig(name="f", architecture="fake", backend="fake")
     assert backend_name(torch_model, settings) == "onnx"
-    assert backend_name(torch_model, make_settings(tmp_path)) == "torch"
+    assert backend_name(torch_model, make_settings(tmp_path)) == "onnx"  # auto: ONNX Runtime by default
+    assert backend_name(torch_model, make_settings(tmp_path, backend="torch")) == "torch"
+    assert backend_name(torch_model.model_copy(update={"backend": "torch"}), make_settings(tmp_path)) == "torch"
     assert backend_name(fake_model, settings) == "fake"
     assert [worker_device("cuda", i, 2) for i in range(2)] == ["cuda:0", "cuda:1"]
     assert worker_device("cuda:1", 0, 2) == "cuda:1" and worker_device("cpu", 1, 3) == "cpu"

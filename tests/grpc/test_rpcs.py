@@ -85,3 +85,4 @@ async def test_list_models_reports_both_models_default_first(stub: pb_grpc.ClipS
     first = response.models[0]
     assert (first.dimension, first.backend, first.image_size) == (DIM, "fake", 32)
     assert first.fingerprint
+    assert first.backend_reason == "the model's config says backend fake"

@@ -25,7 +25,8 @@ def write_tiny(model_dir: Path, name: str = TINY, seed: int = 3) -> ModelConfig:
     folder = model_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "arch.json").write_text(json.dumps(TINY_ARCH))
-    config = ModelConfig(name=name, architecture="tiny-vit", arch_config="arch.json", image_size=64, seed=seed)
+    config = ModelConfig(name=name, architecture="tiny-vit", arch_config="arch.json", image_size=64, seed=seed,
+                         backend="torch")
     write_config(config, folder)
     return config.model_copy(update={"path": folder})
 

@@ -6,7 +6,10 @@ session's (``demo_onnx``), the one the server makes when it serves the demo mode
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -14,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import service.export
 from service.clip.model_config import ModelConfig, read_config, resolve_model, write_config
 from service.config import REPO_MODELS_DIR, Settings
 from service.errors import NotFound
 from service.runtime.factory import create_backend
-from service.runtime.onnx_cache import cache_folder, cache_root, ensure_onnx
-from tests.api.helpers import serve
+from service.runtime.onnx_cache import DIGESTS_FILE, cache_folder, cache_root, choose_backend, ensure_onnx
+from tests.api.helpers import make_settings, serve
 from tests.onnx.conftest import write_tiny
 
 Export = Callable[..., ModelConfig]
@@ -171,3 +175,79 @@ async def test_the_demo_model_is_served_on_onnx_by_default(demo_onnx: ModelConfi
     (info,) = response.json()["data"]
     assert (info["id"], info["backend"], info["precision"]) == ("clipserve-demo", "onnx", "fp32")
     assert info["providers"] == ["CPUExecutionProvider"]
+
+
+def auto_tiny(model_dir: Path, name: str = "tiny-auto", weights: str | None = None) -> ModelConfig:
+    """The tiny model as a repository entry that names no backend (``auto``: ONNX Runtime by default)."""
+    config = write_tiny(model_dir, name).model_copy(update={"backend": "auto", "weights": weights})
+    assert config.path is not None
+    write_config(config, config.path)
+    return read_config(config.path)
+
+
+async def test_a_failed_export_falls_back_to_torch_with_one_line(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A real failure: the cache folder cannot be made (the cache dir is a file). The model is served on
+    torch; one warning names the reason, and /models says it."""
+    auto_tiny(tmp_path / "models")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    settings = make_settings(tmp_path / "models", model="tiny-auto", cache_dir=blocked, warmup=False)
+    with caplog.at_level(logging.WARNING, logger="service.runtime.onnx_cache"):
+        async with serve(settings) as client:
+            (card,) = (await client.get("/models")).json()["data"]
+            response = await client.post("/embed", json={"inputs": [{"text": "still served"}]})
+    assert response.status_code == 200 and len(response.json()["data"][0]["embedding"]) == 32
+    assert card["backend"] == "torch" and card["backend_reason"].startswith("export failed: ")
+    assert str(blocked) in card["backend_reason"]  # the reason names what failed
+    fallbacks = [r.getMessage() for r in caplog.records if "serving on torch" in r.getMessage()]
+    assert len(fallbacks) == 1 and card["backend_reason"] in fallbacks[0], fallbacks
+
+
+def test_a_forced_onnx_backend_does_not_fall_back(tmp_path: Path) -> None:
+    config = auto_tiny(tmp_path / "models")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file")
+    with pytest.raises(OSError):
+        choose_backend(config, Settings(model_dir=tmp_path / "models", cache_dir=blocked, backend="onnx"))
+    assert choose_backend(config, Settings(cache_dir=blocked, backend="torch")).reason == "forced by --backend torch"
+
+
+def test_the_key_reads_no_weights_and_the_stored_digest_is_checked_on_demand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The key is a stat of the weights file: the same size and mtime with other bytes reuse the export,
+    unless ``onnx_cache_verify`` compares the digests stored at export (then it exports again)."""
+    from service.clip.loading import arch_config, build_model
+
+    config = auto_tiny(tmp_path / "models", weights="weights.pt")
+    weights = config.resolve("weights.pt")
+
+    def save(seed: int) -> None:
+        torch.save(build_model(arch_config(config)[0], seed=seed).state_dict(), weights)
+
+    save(1)
+    settings = Settings(model_dir=tmp_path / "models", cache_dir=tmp_path / "cache")
+    calls = count_exports(monkeypatch)
+    first = choose_backend(config, settings)
+    assert first.reason.startswith("exported on first start") and len(calls) == 1
+    folder = cache_folder(config, settings)
+    stored = json.loads((folder / DIGESTS_FILE).read_text())
+    assert stored == {str(weights.resolve()): hashlib.sha256(weights.read_bytes()).hexdigest()}
+
+    status = weights.stat()
+    save(2)  # other weights, same size; the modification time put back
+    os.utime(weights, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert weights.stat().st_size == status.st_size and cache_folder(config, settings) == folder
+    assert choose_backend(config, settings).reason == f"the ONNX export cached in {folder}" and len(calls) == 1
+
+    verify = settings.model_copy(update={"onnx_cache_verify": True})
+    with caplog.at_level(logging.WARNING, logger="service.runtime.onnx_cache"):
+        again = choose_backend(config, verify)
+    assert again.reason.startswith("exported on first start") and len(calls) == 2
+    assert any("weights differ from the digests" in r.getMessage() for r in caplog.records)
+    assert choose_backend(config, verify).reason == f"the ONNX export cached in {folder} (digest verified)"
+    assert len(calls) == 2
+
+    os.utime(weights, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000_000))  # touched: another key
+    assert cache_folder(config, settings) != folder

@@ -139,7 +139,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "dimension", "image_size", "context_length", "logit_scale", "backend", "precision", "device", "providers", "fingerprint", "extra", "scoring", "logit_bias")
+    __slots__ = ("name", "dimension", "image_size", "context_length", "logit_scale", "backend", "precision", "device", "providers", "fingerprint", "extra", "scoring", "logit_bias", "backend_reason")
     class ExtraEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +160,7 @@ class ModelInfo(_message.Message):
     EXTRA_FIELD_NUMBER: _ClassVar[int]
     SCORING_FIELD_NUMBER: _ClassVar[int]
     LOGIT_BIAS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     image_size: int
@@ -173,7 +174,8 @@ class ModelInfo(_message.Message):
     extra: _containers.ScalarMap[str, str]
     scoring: str
     logit_bias: float
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., logit_scale: _Optional[float] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., device: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., fingerprint: _Optional[str] = ..., extra: _Optional[_Mapping[str, str]] = ..., scoring: _Optional[str] = ..., logit_bias: _Optional[float] = ...) -> None: ...
+    backend_reason: str
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., logit_scale: _Optional[float] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., device: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., fingerprint: _Optional[str] = ..., extra: _Optional[_Mapping[str, str]] = ..., scoring: _Optional[str] = ..., logit_bias: _Optional[float] = ..., backend_reason: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
