@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.clip.completion import HUB_TOKENIZER
 from service.clip.loading import HF_PREFIX, arch_config, fingerprint, resolve_weights
 from service.clip.model_config import ModelConfig, read_config
 from service.config import SettingError, Settings
@@ -261,8 +262,17 @@ def _onnx(config: ModelConfig, settings: Settings) -> BackendChoice:
     else:
         log.info("model %s: serving the ONNX export cached in %s", config.name, folder)
         reason = f"the ONNX export cached in {folder}" + (" (digest verified)" if settings.onnx_cache_verify else "")
-    # the id clients asked for, whoever exported it
-    return BackendChoice(cached.model_copy(update={"name": config.name}), reason)
+    return BackendChoice(cached.model_copy(update=_own_fields(config)), reason)
+
+
+def _own_fields(config: ModelConfig) -> dict[str, str]:
+    """What a cached export takes from the config it serves, not from whichever entry exported it: the id
+    clients asked for, and a local tokenizer folder (entries with equal graphs share one export, yet each
+    tokenizes with its own files; the tokenizer is no part of the graphs)."""
+    own = {"name": config.name}
+    if config.tokenizer and not config.tokenizer.startswith(HUB_TOKENIZER):
+        own["tokenizer"] = str(config.resolve(config.tokenizer).resolve())
+    return own
 
 
 def _verified(config: ModelConfig, cached: ModelConfig, folder: Path) -> ModelConfig | None:

@@ -251,3 +251,20 @@ def test_the_key_reads_no_weights_and_the_stored_digest_is_checked_on_demand(
 
     os.utime(weights, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000_000))  # touched: another key
     assert cache_folder(config, settings) != folder
+
+
+def test_entries_sharing_an_export_each_keep_their_own_tokenizer_folder(tmp_path: Path, tiny_repo: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries of one name and equal graphs in two model repositories (two servers, one cache) share one
+    cached export; each still tokenizes with its own files."""
+    entries = []
+    for repo in ("first", "second"):
+        entry = write_tiny(tmp_path / repo).model_copy(update={"tokenizer": "tok"})
+        (entry.path / "tok").mkdir()  # type: ignore[operator]
+        entries.append(entry)
+    settings = Settings(model_dir=tmp_path / "first", cache_dir=tmp_path / "cache", backend="onnx")
+    calls = count_exports(monkeypatch, copy_export(tiny_repo / "tiny-onnx"))
+    served = [ensure_onnx(entry, settings) for entry in entries]
+    assert len(calls) == 1 and served[0].path == served[1].path  # one export, shared
+    for entry, config in zip(entries, served, strict=True):
+        assert (config.name, config.tokenizer) == (entry.name, str((entry.path / "tok").resolve()))  # type: ignore[operator]
