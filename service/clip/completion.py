@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from service.clip.model_config import ModelConfig
+from service.clip.model_config import HUB_PREFIX, ModelConfig
 
 _DEFAULT_PREPROCESS: dict[str, Any] = {"interpolation": "bicubic", "resize_mode": "shortest"}
-HUB_TOKENIZER = "hf-hub:"
 
 
 def text_family(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -34,7 +33,7 @@ def text_family(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     kwargs = text_cfg.get("tokenizer_kwargs") or {}
     return {
-        "tokenizer": f"{HUB_TOKENIZER}{name}",
+        "tokenizer": f"{HUB_PREFIX}{name}",
         "tokenizer_clean": kwargs.get("clean", "whitespace"),
         "strip_sep_token": bool(kwargs.get("strip_sep_token", False)),
     }

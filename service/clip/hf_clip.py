@@ -75,7 +75,7 @@ def read_hf_clip(folder: Path) -> HfCheckpoint:
     return HfCheckpoint(
         model_cfg=open_clip_config(config),
         quick_gelu=_quick_gelu(config),
-        state_dict=convert_state_dict(_read_weights(folder)),
+        state_dict=convert_state_dict(read_hf_weights(folder)),
         preprocess=read_preprocess(folder),
     )
 
@@ -112,7 +112,8 @@ def _quick_gelu(config: dict[str, Any]) -> bool:
     return _ACTIVATIONS[acts.pop()]
 
 
-def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a Hugging Face folder (safetensors, else a torch pickle read weights-only)."""
     import torch
 
     for name in _WEIGHT_FILES:

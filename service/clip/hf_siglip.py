@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from service.clip.hf_clip import HfCheckpoint, _read_weights, read_hf_clip, read_preprocess
+from service.clip.hf_clip import HfCheckpoint, read_hf_clip, read_hf_weights, read_preprocess
 
 SIGLIP_TYPES = ("siglip", "siglip2")
 _ACTIVATIONS = {"gelu_pytorch_tanh": "tanh", "gelu": "none"}  # -> nn.GELU(approximate=...)
@@ -92,7 +92,7 @@ def read_hf_siglip(folder: Path, config: dict[str, Any]) -> HfCheckpoint:
     preprocess = {**read_preprocess(folder), "resize_mode": "squash"}  # SiglipImageProcessor: to (size, size)
     return HfCheckpoint(
         model_cfg={}, quick_gelu=False,
-        state_dict=convert_state_dict(_read_weights(folder), int(vision["patch_size"]), siglip2),
+        state_dict=convert_state_dict(read_hf_weights(folder), int(vision["patch_size"]), siglip2),
         preprocess=preprocess, family=family, build=partial(build_siglip, text, vision),
     )
 

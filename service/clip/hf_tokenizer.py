@@ -29,7 +29,6 @@ import numpy as np
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json")
-HUB_PREFIX = "hf-hub:"
 # What a hub download fetches: the fast tokenizer and the two files that carry its special tokens.
 HUB_FILES = (TOKENIZER_FILE, *CONFIG_FILES)
 CLEAN_MODES = ("whitespace", "lower", "canonicalize")

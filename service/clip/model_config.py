@@ -20,6 +20,7 @@ from service.errors import NotFound
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 CONFIG_FILE = "config.json"
+HUB_PREFIX = "hf-hub:"  # a tokenizer named by its Hugging Face Hub repository
 
 
 class OnnxFiles(BaseModel):
@@ -80,6 +81,12 @@ class ModelConfig(BaseModel):
         if p.is_absolute() or self.path is None:
             return p
         return self.path / p
+
+    def local_tokenizer(self) -> Path | None:
+        """The tokenizer folder this config names on disk, absolute; None for CLIP's BPE and hub names."""
+        if self.tokenizer is None or self.tokenizer.startswith(HUB_PREFIX):
+            return None
+        return self.resolve(self.tokenizer).resolve()
 
 
 def read_config(folder: Path) -> ModelConfig:

@@ -17,8 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
-from service.clip.hf_tokenizer import HUB_PREFIX, HfTokenizer, TokenizerFilesError, download_tokenizer
-from service.clip.model_config import ModelConfig
+from service.clip.hf_tokenizer import HfTokenizer, TokenizerFilesError, download_tokenizer
+from service.clip.model_config import HUB_PREFIX, ModelConfig
 from service.clip.tokenizer import Tokenizer
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from service.batching.batcher import Batcher, BatcherConfig, ComputeFn
 from service.clip.model_config import ModelConfig
 from service.clip.preprocess import ImagePreprocessor
-from service.clip.text_tokenizers import TextTokenizer, clip_tokenizer, load_tokenizer
+from service.clip.text_tokenizers import TextTokenizer, load_tokenizer
 from service.clip.tokenizer import pad_batch
 from service.config import Settings
 from service.metrics import Metrics
@@ -29,7 +29,6 @@ from service.runtime.base import Backend
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-shared_tokenizer = clip_tokenizer  # the process's CLIP BPE tokenizer per context length (tests use it)
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:

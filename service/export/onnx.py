@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from service.clip.completion import HUB_TOKENIZER
 from service.clip.model_config import ModelConfig, OnnxFiles, read_config, write_config
 
 if TYPE_CHECKING:
@@ -261,8 +260,9 @@ def onnx_config(config: ModelConfig, files: OnnxFiles, name: str, out_dir: Path)
             update["arch_config"] = arch.name
         if config.weights and config.resolve(config.weights).exists():
             update["weights"] = str(config.resolve(config.weights).resolve())
-        if config.tokenizer and not config.tokenizer.startswith(HUB_TOKENIZER):  # a local tokenizer folder
-            update["tokenizer"] = str(config.resolve(config.tokenizer).resolve())
+        tokenizer = config.local_tokenizer()
+        if tokenizer is not None:
+            update["tokenizer"] = str(tokenizer)
     return config.model_copy(update=update)
 
 

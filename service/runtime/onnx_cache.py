@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.clip.completion import HUB_TOKENIZER
 from service.clip.loading import HF_PREFIX, arch_config, fingerprint, resolve_weights
 from service.clip.model_config import ModelConfig, read_config
 from service.config import SettingError, Settings
@@ -270,8 +269,9 @@ def _own_fields(config: ModelConfig) -> dict[str, str]:
     clients asked for, and a local tokenizer folder (entries with equal graphs share one export, yet each
     tokenizes with its own files; the tokenizer is no part of the graphs)."""
     own = {"name": config.name}
-    if config.tokenizer and not config.tokenizer.startswith(HUB_TOKENIZER):
-        own["tokenizer"] = str(config.resolve(config.tokenizer).resolve())
+    tokenizer = config.local_tokenizer()
+    if tokenizer is not None:
+        own["tokenizer"] = str(tokenizer)
     return own
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from service.engine.served_model import shared_tokenizer
+from service.clip.text_tokenizers import clip_tokenizer
 from tests.api.helpers import b64, encode, make_settings, photo, serve, write_model
 
 
@@ -120,7 +120,7 @@ async def test_full_queue_gives_429_with_retry_after(tmp_path: Path) -> None:
 
 
 async def test_a_crashing_batch_fails_only_its_request(tmp_path: Path) -> None:
-    marker = shared_tokenizer(77).encode("explode")[1]
+    marker = clip_tokenizer(77).encode("explode")[1]
     write_model(tmp_path, "crashy", weights=f"fail_token={marker},delay_ms=20")
     async with serve(make_settings(tmp_path, model="crashy", warmup=False)) as client:
         bodies = [{"inputs": [{"text": "explode" if i == 3 else f"fine {i}"}]} for i in range(8)]

@@ -17,7 +17,7 @@ import numpy as np
 import openai
 import pytest
 
-from service.engine.served_model import shared_tokenizer
+from service.clip.text_tokenizers import clip_tokenizer
 from tests.api.helpers import b64, floats, photo
 from tests.grpc.helpers import DIM, LiveServer, make_settings, write_model
 
@@ -51,7 +51,7 @@ def native(server: LiveServer, inputs: list[dict[str, str]]) -> np.ndarray:
 
 def tokens(server: LiveServer, texts: list[str]) -> int:
     """Tokens the model reads for ``texts``, start and end tokens included."""
-    tokenizer = shared_tokenizer(server.engine.models()[0].context_length)
+    tokenizer = clip_tokenizer(server.engine.models()[0].context_length)
     return sum(len(tokenizer.encode(text)) for text in texts)
 
 

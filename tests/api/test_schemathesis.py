@@ -48,8 +48,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.formats import unregister_string_format
 
+from service.clip.text_tokenizers import clip_tokenizer
 from service.engine import Engine
-from service.engine.served_model import shared_tokenizer
 from service.metrics import Metrics
 from service.rest.app import create_app
 from service.rest.schemas import LIMITS_KEY
@@ -269,7 +269,7 @@ async def test_admission_and_engine_errors_are_documented(tmp_path: Path) -> Non
     async with serve(make_settings(tmp_path, model="slower", request_timeout_s=0.1, warmup=False)) as client:
         await documented(client, await client.post("/embed", json={"inputs": [{"text": "late"}]}), 504)
 
-    marker = shared_tokenizer(77).encode("explode")[1]
+    marker = clip_tokenizer(77).encode("explode")[1]
     write_model(tmp_path, "crashy", weights=f"fail_token={marker}")  # a text batch with "explode" fails
     async with serve(make_settings(tmp_path, model="crashy", warmup=False)) as client:
         await documented(client, await client.post("/similarity", json={"texts": ["explode"]}), 500)

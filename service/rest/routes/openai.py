@@ -28,12 +28,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from service.engine import ImageItem, ImageUrl, Item, TextItem
 from service.errors import ClipServeError, NotFound
 from service.protocol.errors import ErrorKind
-from service.protocol.image_url import looks_like_url
 from service.protocol.model_info import ModelInfo
 from service.rest.deps import EngineDep, require_api_key
 from service.rest.disconnect import unless_disconnected
+from service.rest.image_field import decode_image
+from service.rest.image_field import image_item as native_image_item
 from service.rest.routes.openapi import ENGINE_ERRORS, error_responses
-from service.rest.schemas import ITEMS, Text, _Body, _Shaped, decode_base64, json_integer
+from service.rest.schemas import ITEMS, Text, _Body, _Shaped, json_integer
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
 # What the models list says each model was created at (OpenAI's field): when this server started.
@@ -207,13 +208,11 @@ def document_models(app: FastAPI) -> None:
 
 def image_item(value: str, where: str) -> ImageItem | ImageUrl:
     """One image input: a data URI of an image, plain base64, or a URL (``scheme://``) the engine fetches."""
-    if looks_like_url(value):
-        return ImageUrl(value)
     if value.startswith("data:") and not value.startswith("data:image/"):
         message = f"{where}: not an image data URI (data:image/...;base64,...)"
         raise OpenAIRequestError(message, ErrorKind.INVALID, "input")
     try:
-        return ImageItem(decode_base64(value))
+        return native_image_item(decode_image(value))
     except ValueError as exc:
         raise OpenAIRequestError(f"{where}: {exc}", ErrorKind.INVALID, "input") from None
 
