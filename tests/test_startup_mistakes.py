@@ -139,6 +139,13 @@ def test_debug_log_level_shows_the_traceback() -> None:
         ([], {"CLIPSERVE_IMAGE_URL_ALLOWED_HOSTS": "ok.host,bad host"}, "'bad host' is neither a host name"),
         (["--image-url-timeout-s", "0"], {}, "--image-url-timeout-s 0"),
         (["--image-url-max-in-flight", "0"], {}, "--image-url-max-in-flight 0"),
+        (["--image-url-connect-timeout-s", "-1"], {}, "--image-url-connect-timeout-s -1"),
+        (["--image-url-max-redirects", "-1"], {}, "--image-url-max-redirects -1"),
+        ([], {"CLIPSERVE_IMAGE_URLS": "sometimes"}, "CLIPSERVE_IMAGE_URLS=sometimes"),
+        ([], {"CLIPSERVE_IMAGE_URL_ALLOW_PRIVATE": "2"}, "CLIPSERVE_IMAGE_URL_ALLOW_PRIVATE=2"),
+        # the playground and the ONNX cache
+        ([], {"CLIPSERVE_PLAYGROUND": "maybe"}, "CLIPSERVE_PLAYGROUND=maybe"),
+        ([], {"CLIPSERVE_ONNX_CACHE_VERIFY": "always"}, "CLIPSERVE_ONNX_CACHE_VERIFY=always"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line_naming_them_as_written(
